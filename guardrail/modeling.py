@@ -1,0 +1,233 @@
+"""The judge network: a (possibly truncated) LLaMA stack + LoRA + two small heads.
+
+One forward pass per turn, no generation. The hidden state of the last token (the
+fixed verdict marker, see ``inputs.py``) feeds a 3-way level head (softmax) and a
+6-way category head (independent sigmoids, categories can co-occur).
+
+An adapter folder round-trips everything needed to rebuild the judge on its base:
+``adapter_config.json`` + ``adapter_model.safetensors`` (peft LoRA), ``heads.safetensors``,
+``guardrail.json`` (taxonomy, thresholds, input budgets, base identity and checksum,
+layers used) and the tokenizer files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import base_model
+from .inputs import Encoder, InputConfig
+from .taxonomy import CATEGORIES, LEVELS
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "guardrail.json"
+HEADS_FILE = "heads.safetensors"
+
+
+class AdapterError(RuntimeError):
+    """An adapter folder is missing, incomplete or does not match its base."""
+
+
+@dataclass
+class JudgeConfig:
+    """Everything (besides weights) that defines a trained judge; saved as guardrail.json."""
+
+    num_layers: int = 30
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                             "gate_proj", "up_proj", "down_proj"])
+    lora_layers: list[int] | None = None   # decoder layers that get LoRA (None: all)
+    inputs: InputConfig = field(default_factory=InputConfig)
+    level_temperature: float = 1.0          # calibration, fitted on the validation split
+    levels: list[str] = field(default_factory=lambda: list(LEVELS))
+    categories: list[str] = field(default_factory=lambda: list(CATEGORIES))
+    thresholds: dict[str, float] = field(default_factory=lambda: {c: 0.5 for c in CATEGORIES})
+    base_id: str = ""
+    base_sha256: str = ""
+    model_id: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["inputs"] = self.inputs.to_dict()
+        d["format_version"] = FORMAT_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "JudgeConfig":
+        d = dict(d)
+        version = d.pop("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise AdapterError(f"adapter format version {version} is not supported (expected {FORMAT_VERSION})")
+        d["inputs"] = InputConfig(**d.get("inputs", {}))
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise AdapterError(f"unknown keys in {CONFIG_FILE}: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+class Judge(nn.Module):
+    """Backbone (LlamaModel, LoRA-wrapped while training) + level and category heads."""
+
+    def __init__(self, backbone: nn.Module, hidden_size: int, config: JudgeConfig):
+        super().__init__()
+        self.backbone = backbone
+        self.config = config
+        self.level_head = nn.Linear(hidden_size, len(config.levels))
+        self.category_head = nn.Linear(hidden_size, len(config.categories))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        hidden = out.last_hidden_state
+        last = attention_mask.sum(dim=1) - 1  # right padding: index of the last real token
+        pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+        return self.level_head(pooled), self.category_head(pooled)
+
+    def heads_state(self) -> dict[str, torch.Tensor]:
+        return {f"level_head.{k}": v for k, v in self.level_head.state_dict().items()} | \
+               {f"category_head.{k}": v for k, v in self.category_head.state_dict().items()}
+
+
+def load_backbone(base_dir: Path, num_layers: int) -> nn.Module:
+    """Load the first ``num_layers`` decoder layers of a LLaMA-family checkpoint (fp32)."""
+    from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
+
+    cfg = AutoConfig.from_pretrained(base_dir)
+    total = getattr(cfg, "num_hidden_layers", None)
+    if total is None:
+        raise AdapterError(f"{base_dir} has no num_hidden_layers in config.json; not a LLaMA-family model?")
+    if not 1 <= num_layers <= total:
+        raise AdapterError(f"num_layers={num_layers} but the base {base_dir} has {total} layers")
+    cfg.num_hidden_layers = num_layers
+    if hasattr(cfg, "layer_types") and cfg.layer_types:
+        cfg.layer_types = cfg.layer_types[:num_layers]
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # unused upper layers are expected when truncating
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            model = AutoModel.from_pretrained(base_dir, config=cfg, dtype=torch.float32)
+    finally:
+        hf_logging.set_verbosity(previous)
+        hf_logging.enable_progress_bar()
+    model.eval()
+    return model
+
+
+def load_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def new_judge(config: JudgeConfig, base: str | os.PathLike | None = None,
+              cache: str | os.PathLike | None = None) -> tuple[Judge, Encoder]:
+    """A fresh, trainable judge on ``base`` (default SmolLM2) with LoRA and random heads."""
+    from peft import LoraConfig, get_peft_model
+
+    base_dir = base_model.resolve_base(base, cache)
+    backbone = load_backbone(base_dir, config.num_layers)
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=list(config.lora_targets), bias="none",
+                      layers_to_transform=list(config.lora_layers) if config.lora_layers else None,
+                      layers_pattern="layers" if config.lora_layers else None)
+    backbone = get_peft_model(backbone, lora)
+    config.base_id = base_model.base_identity(base_dir)
+    config.base_sha256 = base_model.checksum(base_dir)
+    judge = Judge(backbone, backbone.config.hidden_size, config)
+    tokenizer = load_tokenizer(base_dir)
+    return judge, Encoder(tokenizer, config.inputs)
+
+
+def save_adapter(judge: Judge, encoder: Encoder, folder: str | os.PathLike) -> Path:
+    """Write the adapter folder (LoRA weights, heads, config, tokenizer); returns its path."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    judge.backbone.save_pretrained(folder)  # peft: adapter_config.json + adapter_model.safetensors
+    heads = {k: v.detach().contiguous().cpu() for k, v in judge.heads_state().items()}
+    save_file(heads, str(folder / HEADS_FILE))
+    encoder.tokenizer.save_pretrained(folder)
+    digest = hashlib.sha256()
+    for name in ("adapter_model.safetensors", HEADS_FILE):
+        digest.update((folder / name).read_bytes())
+    short = Path(str(judge.config.base_id).split(" ")[0]).name.lower() or "base"
+    judge.config.model_id = f"guardrail-{short}-L{judge.config.num_layers}-lora-{digest.hexdigest()[:10]}"
+    (folder / CONFIG_FILE).write_text(json.dumps(judge.config.to_dict(), indent=2) + "\n")
+    return folder
+
+
+def read_config(folder: str | os.PathLike) -> JudgeConfig:
+    folder = Path(folder)
+    path = folder / CONFIG_FILE
+    if not folder.is_dir():
+        raise AdapterError(f"adapter folder {folder} does not exist")
+    missing = [n for n in (CONFIG_FILE, HEADS_FILE, "adapter_config.json", "adapter_model.safetensors")
+               if not (folder / n).is_file()]
+    if missing:
+        raise AdapterError(f"adapter folder {folder} is incomplete: missing {', '.join(missing)}")
+    try:
+        return JudgeConfig.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise AdapterError(f"{path} is not a valid adapter config: {exc}") from exc
+
+
+def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
+               cache: str | os.PathLike | None = None, merge: bool = True,
+               strict_base: bool = False) -> tuple[Judge, Encoder, list[str]]:
+    """Rebuild a judge from an adapter folder. Returns (judge, encoder, warnings).
+
+    ``merge`` folds the LoRA weights into the base for faster inference (no training after).
+    A base whose checksum differs from the one the adapter was trained on is a warning,
+    or an error with ``strict_base``.
+    """
+    from peft import PeftModel
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config = read_config(folder)
+    warnings: list[str] = []
+    base_dir = base_model.resolve_base(base, cache)
+    sha = base_model.checksum(base_dir)
+    if config.base_sha256 and sha != config.base_sha256:
+        msg = (f"the base model at {base_dir} (sha256 {sha[:12]}) is not the one this adapter was trained on "
+               f"({config.base_id}, sha256 {config.base_sha256[:12]}); scores may differ")
+        if strict_base:
+            raise AdapterError(msg)
+        warnings.append(msg)
+    backbone = load_backbone(base_dir, config.num_layers)
+    try:
+        backbone = PeftModel.from_pretrained(backbone, folder, is_trainable=not merge)
+        heads = load_file(str(folder / HEADS_FILE))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise AdapterError(f"cannot load the adapter weights in {folder}: {exc}") from exc
+    if merge:
+        backbone = backbone.merge_and_unload()
+    judge = Judge(backbone, backbone.config.hidden_size, config)
+    try:
+        judge.level_head.load_state_dict({k.split(".", 1)[1]: v for k, v in heads.items() if k.startswith("level_head.")})
+        judge.category_head.load_state_dict({k.split(".", 1)[1]: v for k, v in heads.items() if k.startswith("category_head.")})
+    except RuntimeError as exc:
+        raise AdapterError(f"heads in {folder / HEADS_FILE} do not fit the base model: {exc}") from exc
+    judge.eval()
+    tok_dir = folder if (folder / "tokenizer_config.json").is_file() else base_dir
+    return judge, Encoder(load_tokenizer(tok_dir), config.inputs), warnings

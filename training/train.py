@@ -1,0 +1,237 @@
+"""Train the LoRA judge. Read top to bottom: config, data, model, loop, calibration, save.
+
+    python training/train.py                              # settings from training/config.yaml
+    python training/train.py --out guardrail/adapter      # the shipped default
+    python training/train.py --base ~/models/Llama-3.2-1B # another LLaMA-family base
+    python training/train.py --max-examples 200 --out /tmp/smoke   # smoke run
+
+Checkpoints go to <out>/checkpoint.pt every ``checkpoint_every`` steps; running the same
+command again resumes from there (``--restart`` ignores it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from guardrail.inputs import InputConfig  # noqa: E402
+from guardrail.modeling import JudgeConfig, new_judge, save_adapter  # noqa: E402
+from guardrail.taxonomy import CATEGORIES, LEVELS  # noqa: E402
+
+
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def encode_all(encoder, rows):
+    """(input ids, level index, category multi-hot) per row."""
+    out = []
+    for r in rows:
+        ids = encoder.encode(r["text"], r["role"], r.get("context") or [])
+        cats = [1.0 if c in r["categories"] else 0.0 for c in CATEGORIES]
+        out.append((ids, LEVELS.index(r["level"]), cats))
+    return out
+
+
+def batches(examples, batch_size, rng):
+    """Length-bucketed batches (less padding), in random order."""
+    idx = list(range(len(examples)))
+    rng.shuffle(idx)
+    chunk = batch_size * 32
+    result = []
+    for start in range(0, len(idx), chunk):
+        part = sorted(idx[start:start + chunk], key=lambda i: len(examples[i][0]))
+        result.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
+    rng.shuffle(result)
+    return result
+
+
+def collate(encoder, examples, index):
+    ids, mask = encoder.pad([examples[i][0] for i in index])
+    levels = torch.tensor([examples[i][1] for i in index])
+    cats = torch.tensor([examples[i][2] for i in index])
+    return ids, mask, levels, cats
+
+
+@torch.inference_mode()
+def predict(judge, encoder, examples, batch_size=32):
+    """Level logits and category logits for encoded examples (eval mode)."""
+    judge.eval()
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
+    lv = torch.zeros(len(examples), len(LEVELS))
+    ct = torch.zeros(len(examples), len(CATEGORIES))
+    for s in range(0, len(order), batch_size):
+        index = order[s:s + batch_size]
+        ids, mask, _, _ = collate(encoder, examples, index)
+        a, b = judge(ids, mask)
+        lv[index], ct[index] = a.float(), b.float()
+    return lv, ct
+
+
+def fit_temperature(logits, labels):
+    """One scalar temperature that minimises validation NLL (Guo et al. 2017)."""
+    best = (float("inf"), 1.0)
+    for t in [x / 20 for x in range(10, 61)]:
+        nll = F.cross_entropy(logits / t, labels).item()
+        best = min(best, (nll, t))
+    return best[1]
+
+
+def fit_thresholds(probs, targets):
+    """Per-category threshold maximising F1 on validation, kept in [0.2, 0.8]."""
+    out = {}
+    for j, cat in enumerate(CATEGORIES):
+        y = targets[:, j] > 0.5
+        best = (-1.0, 0.0, 0.5)  # (F1, closeness to 0.5 as tie-break, threshold)
+        for t in [x / 20 for x in range(4, 17)]:
+            pred = probs[:, j] >= t
+            tp = (pred & y).sum().item()
+            f1 = 2 * tp / max(1, pred.sum().item() + y.sum().item())
+            best = max(best, (f1, -abs(t - 0.5), t))
+        out[cat] = round(best[2], 3)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Train the guardrail's LoRA judge")
+    p.add_argument("--config", default=str(ROOT / "training" / "config.yaml"))
+    p.add_argument("--data", default=str(ROOT / "training" / "build"), help="folder from prepare_data.py")
+    p.add_argument("--out", default=str(ROOT / "training" / "runs" / "latest"))
+    p.add_argument("--base", default=None, help="local Hugging Face LLaMA-family checkpoint folder")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--max-examples", type=int, default=None)
+    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    args = p.parse_args(argv)
+
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    mc, tc = cfg["model"], cfg["train"]
+    if args.max_examples is not None:
+        tc["max_examples"] = args.max_examples
+    if args.epochs is not None:
+        tc["epochs"] = args.epochs
+    torch.set_num_threads(tc.get("threads", 2))
+    torch.manual_seed(tc["seed"])
+    rng = random.Random(tc["seed"])
+    data = Path(args.data)
+    for split in ("train", "val"):
+        if not (data / f"{split}.jsonl").is_file():
+            sys.exit(f"error: {data / f'{split}.jsonl'} is missing; run training/prepare_data.py first")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # --- model ---------------------------------------------------------------------------
+    jc = JudgeConfig(num_layers=mc["num_layers"], lora_r=mc["lora_r"], lora_alpha=mc["lora_alpha"],
+                     lora_dropout=mc["lora_dropout"], lora_targets=list(mc["lora_targets"]),
+                     lora_layers=mc.get("lora_layers"),
+                     inputs=InputConfig(mc["max_length"], mc["turn_budget"], mc["context_turns"]))
+    judge, encoder = new_judge(jc, args.base, args.cache_dir)
+
+    # --- data ----------------------------------------------------------------------------
+    train_rows = read_jsonl(data / "train.jsonl")
+    own = [r for r in train_rows if r["source"].startswith("own:")]
+    train_rows = train_rows + own * (tc.get("own_repeat", 1) - 1)
+    if tc.get("max_examples"):
+        rng.shuffle(train_rows)
+        train_rows = train_rows[: tc["max_examples"]]
+    val_rows = read_jsonl(data / "val.jsonl")
+    if tc.get("max_examples"):
+        val_rows = val_rows[: max(50, tc["max_examples"] // 4)]
+    train = encode_all(encoder, train_rows)
+    val = encode_all(encoder, val_rows)
+    plan = []
+    whole = math.floor(tc["epochs"])
+    for _ in range(whole):
+        plan.extend(batches(train, tc["batch_size"], rng))
+    if tc["epochs"] > whole:
+        extra = batches(train, tc["batch_size"], rng)
+        plan.extend(extra[: int(len(extra) * (tc["epochs"] - whole))])
+    steps = len(plan)
+    print(f"training on {len(train)} examples ({len(own)} own, repeated {tc.get('own_repeat', 1)}x), "
+          f"{steps} steps of {tc['batch_size']}; validation {len(val)}", file=sys.stderr)
+
+    lora_params = [p for n, p in judge.backbone.named_parameters() if p.requires_grad]
+    head_params = list(judge.level_head.parameters()) + list(judge.category_head.parameters())
+    opt = torch.optim.AdamW([{"params": lora_params, "lr": tc["lr"]},
+                             {"params": head_params, "lr": tc["head_lr"]}], weight_decay=tc["weight_decay"])
+    warm = tc.get("warmup_steps", 0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, warm)) * max(0.05, 0.5 * (1 + math.cos(math.pi * s / steps))))
+
+    # --- resume --------------------------------------------------------------------------
+    ckpt_path = out / "checkpoint.pt"
+    start, elapsed = 0, 0.0
+    if ckpt_path.exists() and not args.restart:
+        ck = torch.load(ckpt_path, weights_only=False)
+        if ck["steps"] == steps:
+            judge.load_state_dict(ck["trainable"], strict=False)
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            start, elapsed = ck["step"], ck["elapsed"]
+            torch.set_rng_state(ck["torch_rng"])
+            print(f"resuming from step {start}/{steps}", file=sys.stderr)
+        else:
+            print("checkpoint is from a different plan; starting over", file=sys.stderr)
+
+    def save_checkpoint(step):
+        trainable = {n: p.detach().clone() for n, p in judge.named_parameters() if p.requires_grad}
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"trainable": trainable, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "step": step, "steps": steps, "elapsed": elapsed + time.time() - t0,
+                    "torch_rng": torch.get_rng_state()}, tmp)
+        tmp.replace(ckpt_path)
+
+    # --- loop ----------------------------------------------------------------------------
+    t0 = time.time()
+    judge.train()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", file=sys.stderr)
+    running = None
+    for step in bar:
+        ids, mask, levels, cats = collate(encoder, train, plan[step])
+        level_logits, cat_logits = judge(ids, mask)
+        loss = F.cross_entropy(level_logits, levels, label_smoothing=tc.get("label_smoothing", 0.0))
+        loss = loss + tc.get("category_loss_weight", 1.0) * F.binary_cross_entropy_with_logits(cat_logits, cats)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lora_params + head_params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{running:.3f}")
+        if (step + 1) % tc.get("checkpoint_every", 50) == 0 and step + 1 < steps:
+            save_checkpoint(step + 1)
+    train_seconds = elapsed + time.time() - t0
+
+    # --- calibrate on validation, save ------------------------------------------------------
+    lv, ct = predict(judge, encoder, val)
+    labels = torch.tensor([e[1] for e in val])
+    targets = torch.tensor([e[2] for e in val])
+    jc.level_temperature = fit_temperature(lv, labels)
+    jc.thresholds = fit_thresholds(torch.sigmoid(ct), targets)
+    acc = (lv.argmax(1) == labels).float().mean().item()
+    sources = sorted({r["source"] for r in train_rows})
+    jc.training = {"config": cfg, "train_examples": len(train), "own_examples": len(own),
+                   "steps": steps, "train_seconds": round(train_seconds, 1),
+                   "sources": sources, "val_accuracy": round(acc, 4),
+                   "torch_threads": torch.get_num_threads(),
+                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    save_adapter(judge, encoder, out)
+    ckpt_path.unlink(missing_ok=True)
+    print(f"saved {out} in {train_seconds / 60:.1f} min; val accuracy {acc:.3f}, temperature "
+          f"{jc.level_temperature}, thresholds {jc.thresholds}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+import os
+
+os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def clf():
+    """The real shipped adapter on the real SmolLM2 base (converted once into the cache)."""
+    from guardrail import Classifier
+
+    return Classifier.load()
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from guardrail.base_model import resolve_base
+    from guardrail.modeling import load_tokenizer
+
+    return load_tokenizer(resolve_base())

@@ -1,0 +1,47 @@
+"""A smoke training run on <=200 examples, and the adapter round-trip."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_smoke_training_and_round_trip(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    own = [json.loads(x) for p in sorted((ROOT / "training/data/own").glob("*.jsonl"))
+           for x in p.read_text().splitlines() if x.strip()]
+    rows = [dict(r, source="own:smoke", context=r.get("context", [])) for r in own[::max(1, len(own) // 150)]][:150]
+    (data / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows[:120]) + "\n")
+    (data / "val.jsonl").write_text("\n".join(json.dumps(r) for r in rows[120:]) + "\n")
+    out = tmp_path / "adapter"
+    r = subprocess.run([sys.executable, str(ROOT / "training/train.py"), "--data", str(data), "--out", str(out),
+                        "--max-examples", "120", "--epochs", "1"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("guardrail.json", "heads.safetensors", "adapter_model.safetensors", "adapter_config.json",
+                 "tokenizer.json"):
+        assert (out / name).is_file(), name
+    cfg = json.loads((out / "guardrail.json").read_text())
+    assert cfg["base_sha256"] and cfg["levels"] == ["safe", "borderline", "unsafe"]
+    assert cfg["training"]["train_examples"] == 120
+
+    from guardrail import Classifier
+    from guardrail.modeling import load_judge
+
+    texts = [{"text": "I want to kill myself"}, {"text": "nice weather today", "role": "assistant"}]
+    a = Classifier.load(out).classify_batch(texts)
+    b = Classifier.load(out).classify_batch(texts)
+    assert [v.scores for v in a] == [v.scores for v in b]
+    assert [v.categories for v in a] == [v.categories for v in b]
+    # merged (inference) and unmerged (trainable) forms of the same adapter agree
+    judge, enc, _ = load_judge(out, merge=False)
+    judge.eval()
+    ids, mask = enc.pad([enc.encode(t["text"], t.get("role", "user")) for t in texts])
+    with torch.inference_mode():
+        lv, _ = judge(ids, mask)
+    probs = torch.softmax(lv / cfg["level_temperature"], -1)
+    for row, v in zip(probs.tolist(), a):
+        assert all(abs(p - v.scores[k]) < 1e-3 for p, k in zip(row, ("safe", "borderline", "unsafe")))

@@ -216,12 +216,14 @@ def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
         warnings.append(msg)
     backbone = load_backbone(base_dir, config.num_layers)
     try:
-        backbone = PeftModel.from_pretrained(backbone, folder, is_trainable=not merge)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers deprecation noise inside peft
+            backbone = PeftModel.from_pretrained(backbone, folder, is_trainable=not merge)
+            if merge:
+                backbone = backbone.merge_and_unload()
         heads = load_file(str(folder / HEADS_FILE))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise AdapterError(f"cannot load the adapter weights in {folder}: {exc}") from exc
-    if merge:
-        backbone = backbone.merge_and_unload()
     judge = Judge(backbone, backbone.config.hidden_size, config)
     try:
         judge.level_head.load_state_dict({k.split(".", 1)[1]: v for k, v in heads.items() if k.startswith("level_head.")})

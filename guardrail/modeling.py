@@ -205,7 +205,7 @@ def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
 
     folder = Path(folder)
     config = read_config(folder)
-    warnings: list[str] = []
+    notes: list[str] = []
     base_dir = base_model.resolve_base(base, cache)
     sha = base_model.checksum(base_dir)
     if config.base_sha256 and sha != config.base_sha256:
@@ -213,7 +213,7 @@ def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
                f"({config.base_id}, sha256 {config.base_sha256[:12]}); scores may differ")
         if strict_base:
             raise AdapterError(msg)
-        warnings.append(msg)
+        notes.append(msg)
     backbone = load_backbone(base_dir, config.num_layers)
     try:
         with warnings.catch_warnings():
@@ -232,4 +232,4 @@ def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
         raise AdapterError(f"heads in {folder / HEADS_FILE} do not fit the base model: {exc}") from exc
     judge.eval()
     tok_dir = folder if (folder / "tokenizer_config.json").is_file() else base_dir
-    return judge, Encoder(load_tokenizer(tok_dir), config.inputs), warnings
+    return judge, Encoder(load_tokenizer(tok_dir), config.inputs), notes

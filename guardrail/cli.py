@@ -31,7 +31,7 @@ def _bar(total: int | None, desc: str):
     return tqdm(total=total, desc=desc, unit="turn", file=sys.stderr, disable=None)
 
 
-def format_verdict(text: str, verdict) -> str:
+def format_verdict(verdict) -> str:
     top = sorted(verdict.categories.items(), key=lambda kv: -kv[1])[:3]
     lines = [f"level: {verdict.level.upper()}   "
              + "  ".join(f"{k} {v:.2f}" for k, v in verdict.scores.items()),
@@ -142,7 +142,7 @@ def cmd_classify(args) -> int:
 
 def show(clf, text: str, role: str, context: list, as_json: bool) -> None:
     verdict = clf.classify(text, role=role, context=context)
-    print(json.dumps(verdict.to_dict(), ensure_ascii=False) if as_json else format_verdict(text, verdict))
+    print(json.dumps(verdict.to_dict(), ensure_ascii=False) if as_json else format_verdict(verdict))
 
 
 def interactive(clf, args) -> None:
@@ -161,8 +161,9 @@ def interactive(clf, args) -> None:
             continue
         if not tty:
             print(f"> {line}")
-        show(clf, line, args.role, history[-clf.config.inputs.context_turns:], args.json)
+        show(clf, line, args.role, history, args.json)
         history.append({"role": args.role, "text": line})
+        del history[:-clf.config.inputs.context_turns]  # the judge sees no more than this
 
 
 def load_classifier(args):

@@ -26,14 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from guardrail.keywords import keyword_screen  # noqa: E402
 from guardrail.taxonomy import CATEGORIES, LEVELS  # noqa: E402
-from training.prepare_data import validate  # noqa: E402
+from training.prepare_data import read_jsonl, validate  # noqa: E402
 
 CHALLENGE = ROOT / "training" / "data" / "challenge" / "challenge.jsonl"
-
-
-def read_jsonl(path):
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def length_bucket(r):

@@ -41,6 +41,11 @@ def rec(source, text, level, categories=(), role="user", context=(), group=""):
             "level": level, "categories": sorted(set(categories)), "group": group or source}
 
 
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
 def read_csv(path):
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))

@@ -11,7 +11,6 @@ command again resumes from there (``--restart`` ignores it).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import sys
@@ -28,11 +27,7 @@ sys.path.insert(0, str(ROOT))
 from guardrail.inputs import InputConfig  # noqa: E402
 from guardrail.modeling import JudgeConfig, new_judge, save_adapter  # noqa: E402
 from guardrail.taxonomy import CATEGORIES, LEVELS  # noqa: E402
-
-
-def read_jsonl(path):
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+from training.prepare_data import read_jsonl  # noqa: E402
 
 
 def encode_all(encoder, rows):

@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh clone:
-#   make demo   creates .venv if missing, installs everything, runs the demo
+#   make demo   creates .venv if missing, installs everything, runs the guarded demo chat
+#               (make demo ARGS="--show-verdicts --country UK")
 #   make test   the same set-up, then the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ export NEMO_GUARDRAILS_NO_USAGE_STATS := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test install data train evaluate clean
+.PHONY: demo classify test install data train evaluate clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +25,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
+	$(PY) demos/chat.py $(ARGS)
+
+classify: $(STAMP)
 	$(VENV)/bin/guardrail classify
 
 test: $(STAMP)

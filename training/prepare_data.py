@@ -214,8 +214,33 @@ def split_of(text, seed, val=0.1, test=0.1):
     return "test" if h < test else "val" if h < test + val else "train"
 
 
-def build(sources, seed=1234, caps=None, exclude_research_only=False, eval_cap=300):
-    """Return {split: [records]}. ``caps`` limits train examples per (source, level)."""
+def add_benign_context(train, fraction, rng):
+    """Copies of own single user turns placed after an ordinary exchange, label unchanged.
+
+    Without them the judge learns that a turn following small talk is safe: "I want to
+    end my life" after "hi, how are you?" scored safe. The exchanges come from the own
+    safe assistant examples of ordinary traffic (a request and its answer), train split only.
+    """
+    pairs = [(r["context"][-1]["text"], r["text"]) for r in train
+             if r["source"] in ("own:ordinary", "own:hard_negatives", "own:long_messages")
+             and r["role"] == "assistant" and r["level"] == "safe"
+             and r["context"] and r["context"][-1]["role"] == "user" and len(r["text"]) < 400]
+    if not pairs or fraction <= 0:
+        return []
+    out = []
+    for r in train:
+        if r["source"].startswith("own:") and r["role"] == "user" and not r["context"] and rng.random() < fraction:
+            user, answer = rng.choice(pairs)
+            context = [{"role": "user", "text": user}, {"role": "assistant", "text": answer}]
+            if rng.random() < 0.3:
+                context = context[-1:]
+            out.append({**r, "context": context, "group": r["group"] + "+context"})
+    return out
+
+
+def build(sources, seed=1234, caps=None, exclude_research_only=False, eval_cap=300, augment_context=0.0):
+    """Return {split: [records]}. ``caps`` limits train examples per (source, level);
+    ``augment_context`` is the share of own single user turns also trained after a benign exchange."""
     caps = caps or {}
     records, seen = [], set()
     names = [n for n in LOADERS if not (exclude_research_only and n in RESEARCH_ONLY)]
@@ -249,9 +274,11 @@ def build(sources, seed=1234, caps=None, exclude_research_only=False, eval_cap=3
         else:
             cap = None if own else eval_cap
         out[split].extend(items[:cap] if cap is not None else items)
+    augmented = add_benign_context(out["train"], augment_context, rng)
+    out["train"].extend(augmented)
     for split in out:
         rng.shuffle(out[split])
-    stats = {"conflicting_duplicates_dropped": conflicts, "sources": names,
+    stats = {"conflicting_duplicates_dropped": conflicts, "sources": names, "context_augmented": len(augmented),
              "counts": {s: dict(Counter(f"{r['source']}/{r['level']}" for r in rs)) for s, rs in out.items()}}
     return out, stats
 
@@ -270,7 +297,8 @@ def main(argv=None):
     sources = Path(args.sources)
     if not sources.is_dir():
         sys.exit(f"error: sources folder {sources} does not exist (pass --sources)")
-    splits, stats = build(sources, cfg.get("seed", 1234), cfg.get("caps", {}), exclude, cfg.get("eval_cap", 300))
+    splits, stats = build(sources, cfg.get("seed", 1234), cfg.get("caps", {}), exclude, cfg.get("eval_cap", 300),
+                          cfg.get("augment_context", 0.0))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for split, rows in splits.items():

@@ -1,0 +1,139 @@
+"""A LangChain drop-in: wrap any chat model or chain so both directions are guarded.
+
+    from guardrail.langchain_guard import guarded
+    chat = guarded(ChatOpenAI(...))            # or any Runnable: prompt | model | parser
+    chat.invoke("I want to end my life", config={"configurable": {"conversation_id": "c1"}})
+    # -> the policy's escalation message, with the configured country's crisis line
+
+No NeMo needed. The user's turn is checked before the wrapped runnable runs (a
+replaced or blocked turn never reaches it) and its reply is checked before it is
+returned; the policy's message is returned as the runnable's own output type (an
+``AIMessage`` for chat models, ``str`` for chains ending in a string parser, a dict
+for ``output_key``), so it reaches the user. Each AIMessage carries the decisions
+in ``response_metadata["guardrail"]``.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import Runnable, RunnableConfig
+
+from .guard import Decision, Guard
+from .inputs import Turn
+
+_ROLE = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant"}
+
+
+def _turns(messages: list[Any]) -> list[Turn]:
+    turns = []
+    for m in messages:
+        if isinstance(m, BaseMessage):
+            role, text = _ROLE.get(m.type), m.content
+        elif isinstance(m, dict):
+            role, text = _ROLE.get(m.get("role", "")), m.get("content", m.get("text"))
+        elif isinstance(m, (tuple, list)) and len(m) == 2:
+            role, text = _ROLE.get(m[0]), m[1]
+        else:
+            continue
+        if role and isinstance(text, str):
+            turns.append(Turn(role, text))
+    return turns
+
+
+def split_input(value: Any, input_key: Optional[str] = None) -> tuple[str, Optional[list[Turn]]]:
+    """The user's text and, for message lists, the turns before it."""
+    if input_key is not None:
+        if not isinstance(value, dict) or input_key not in value:
+            raise ValueError(f"guarded runnable expects a dict with key {input_key!r}")
+        value = value[input_key]
+    if isinstance(value, PromptValue):
+        value = value.to_messages()
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, BaseMessage):
+        return str(value.content), None
+    if isinstance(value, list):
+        turns = _turns(value)
+        if turns and turns[-1].role == "user":
+            return turns[-1].text, turns[:-1]
+        raise ValueError("guarded runnable: the message list does not end with a user message")
+    raise TypeError(f"guarded runnable cannot read a user turn from {type(value).__name__}; "
+                    "pass a string, messages, or set input_key")
+
+
+def _reply_text(out: Any, output_key: Optional[str]) -> str:
+    if output_key is not None and isinstance(out, dict):
+        out = out.get(output_key, "")
+    if isinstance(out, BaseMessage):
+        return out.content if isinstance(out.content, str) else str(out.content)
+    return out if isinstance(out, str) else str(out)
+
+
+class GuardedRunnable(Runnable):
+    """``runnable`` with the guard's input and output checks around it."""
+
+    def __init__(self, runnable: Runnable, guard: Guard, input_key: Optional[str] = None,
+                 output_key: Optional[str] = None, conversation_id: str = "default"):
+        self.runnable = runnable
+        self.guard = guard
+        self.input_key = input_key
+        self.output_key = output_key
+        self.conversation_id = conversation_id
+
+    @property
+    def InputType(self) -> Any:  # noqa: N802 (LangChain's name)
+        return self.runnable.InputType
+
+    @property
+    def OutputType(self) -> Any:  # noqa: N802
+        return self.runnable.OutputType
+
+    def _cid(self, config: Optional[RunnableConfig]) -> str:
+        return str(((config or {}).get("configurable") or {}).get("conversation_id", self.conversation_id))
+
+    def _wrap(self, text: str, like: Any, decisions: list[Decision]) -> Any:
+        meta = {"guardrail": [d.to_dict() for d in decisions]}
+        if isinstance(like, AIMessage):
+            return like.model_copy(update={"content": text,
+                                           "response_metadata": {**like.response_metadata, **meta}})
+        if isinstance(like, str):
+            return text
+        if isinstance(like, dict) and self.output_key:
+            return {**like, self.output_key: text}
+        if like is None:  # the runnable never ran: answer in its output type
+            if self.output_key:
+                return {self.output_key: text}
+            if self.runnable.OutputType is str:
+                return text
+        return AIMessage(content=text, response_metadata=meta)
+
+    def invoke(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Any:
+        cid = self._cid(config)
+        text, history = split_input(input, self.input_key)
+        before = self.guard.check_input(text, cid, context=history)
+        if not before.allowed:
+            return self._wrap(before.message or "", None, [before])
+        out = self.runnable.invoke(input, config, **kwargs)
+        reply = _reply_text(out, self.output_key)
+        after = self.guard.check_output(reply, cid, context=(history or []) + [Turn("user", text)]
+                                        if history is not None else None)
+        return self._wrap(after.apply(reply), out, [before, after])
+
+    async def ainvoke(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Any:
+        cid = self._cid(config)
+        text, history = split_input(input, self.input_key)
+        before = await self.guard.acheck_input(text, cid, context=history)
+        if not before.allowed:
+            return self._wrap(before.message or "", None, [before])
+        out = await self.runnable.ainvoke(input, config, **kwargs)
+        reply = _reply_text(out, self.output_key)
+        after = await self.guard.acheck_output(reply, cid, context=(history or []) + [Turn("user", text)]
+                                               if history is not None else None)
+        return self._wrap(after.apply(reply), out, [before, after])
+
+
+def guarded(runnable: Runnable, guard: Optional[Guard] = None, **kwargs: Any) -> GuardedRunnable:
+    """Wrap ``runnable`` (default guard: the shipped adapter and policies/default.yaml)."""
+    return GuardedRunnable(runnable, guard or Guard.load(), **kwargs)

@@ -215,7 +215,8 @@ def split_of(text, seed, val=0.1, test=0.1):
 
 
 def add_benign_context(train, fraction, rng):
-    """Copies of own single user turns placed after an ordinary exchange, label unchanged.
+    """Copies of own single user turns placed after an ordinary exchange, label unchanged,
+    and ordinary answers placed after benign look-alikes (safe).
 
     Without them the judge learns that a turn following small talk is safe: "I want to
     end my life" after "hi, how are you?" scored safe. The exchanges come from the own
@@ -235,6 +236,12 @@ def add_benign_context(train, fraction, rng):
             if rng.random() < 0.3:
                 context = context[-1:]
             out.append({**r, "context": context, "group": r["group"] + "+context"})
+        # and an ordinary answer after a benign look-alike is still a safe answer
+        if (r["source"] in ("own:hard_negatives", "own:ordinary", "own:long_messages") and r["role"] == "user"
+                and r["level"] == "safe" and not r["context"] and rng.random() < fraction):
+            answer = rng.choice(pairs)[1]
+            out.append({**r, "role": "assistant", "text": answer, "context": [{"role": "user", "text": r["text"]}],
+                        "group": "benign_answer+context"})
     return out
 
 

@@ -216,7 +216,9 @@ def split_of(text, seed, val=0.1, test=0.1):
 
 def add_benign_context(train, fraction, rng):
     """Copies of own single user turns placed after an ordinary exchange, label unchanged,
-    and ordinary answers placed after benign look-alikes (safe).
+    harmful own assistant replies placed after an ordinary request (label unchanged: without
+    them a lethal-dose reply after "I can't sleep" scored safe), and ordinary answers placed
+    after benign look-alikes (safe).
 
     Without them the judge learns that a turn following small talk is safe: "I want to
     end my life" after "hi, how are you?" scored safe. The exchanges come from the own
@@ -236,6 +238,11 @@ def add_benign_context(train, fraction, rng):
             if rng.random() < 0.3:
                 context = context[-1:]
             out.append({**r, "context": context, "group": r["group"] + "+context"})
+        # a harmful reply is harmful whatever came before it
+        if (r["source"].startswith("own:") and r["role"] == "assistant" and r["level"] != "safe"
+                and rng.random() < 2 * fraction):
+            user = rng.choice(pairs)[0]
+            out.append({**r, "context": [{"role": "user", "text": user}], "group": r["group"] + "+benign_context"})
         # and an ordinary answer after a benign look-alike is still a safe answer
         if (r["source"] in ("own:hard_negatives", "own:ordinary", "own:long_messages") and r["role"] == "user"
                 and r["level"] == "safe" and not r["context"] and rng.random() < fraction):

@@ -174,6 +174,10 @@ class Guard:
         with store.lock:
             if role == "user":
                 if level == "unsafe":
+                    # a recent crisis keeps its categories, so "just kidding" after it is
+                    # handled as part of the crisis, not refused as some other risk
+                    if state.sticky_left > 0:
+                        cats = cats + [c for c in state.sticky_categories if c not in cats]
                     state.sticky_left = p.sticky_turns
                     state.sticky_categories = list(cats)
                 elif state.sticky_left > 0:

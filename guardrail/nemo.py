@@ -10,9 +10,8 @@ the policy, and return a ``RailOutcome``:
 * output: ``transform`` of ``bot_message`` when the policy replaces the reply or adds a
   message to it; ``allow`` otherwise.
 
-Settings come from an ``emotional_safety:`` section of config.yml (``policy``,
-``country``, ``adapter``, ``context_turns``); relative paths are relative to the config
-folder. Pass a ``conversation_id`` context variable to keep sticky risk per
+Settings come from ``custom_data: emotional_safety:`` in config.yml (``policy``,
+``country``, ``adapter``); relative paths are relative to the config folder. Pass a ``conversation_id`` context variable to keep sticky risk per
 conversation (``{"role": "context", "content": {"conversation_id": "..."}}``);
 without one, the id is derived from the first user message the rails see.
 """
@@ -53,7 +52,7 @@ _guards_lock = threading.Lock()
 
 
 def settings(config: Any) -> dict[str, Any]:
-    """The ``emotional_safety`` section of config.yml, with paths resolved."""
+    """``custom_data.emotional_safety`` of config.yml, with paths resolved."""
     data = dict((getattr(config, "custom_data", None) or {}).get("emotional_safety") or {})
     base = Path(getattr(config, "config_path", None) or ".")
     if base.is_file():

@@ -21,3 +21,18 @@ def tokenizer():
     from guardrail.modeling import load_tokenizer
 
     return load_tokenizer(resolve_base())
+
+
+@pytest.fixture(scope="session")
+def policy():
+    from guardrail.policy import load_policy
+
+    return load_policy()
+
+
+@pytest.fixture()
+def guard(clf, policy):
+    """A fresh Guard (fresh conversation state) on the real classifier and the default policy."""
+    from guardrail import Guard
+
+    return Guard(clf, policy)

@@ -106,7 +106,11 @@ class Classifier:
             context = [Turn.coerce(t) for t in (item.get("context") or [])]
             prepared.append((self._encoder.encode(text, role, context), role, notes))
         verdicts: list[Verdict | None] = [None] * len(prepared)
-        order = sorted(range(len(prepared)), key=lambda i: len(prepared[i][0]))
+        for i, (_, role, notes) in enumerate(prepared):
+            if "empty input" in notes:  # nothing to judge: a fixed safe verdict, no model call
+                verdicts[i] = Verdict("safe", {"safe": 1.0, "borderline": 0.0, "unsafe": 0.0},
+                                      {c: 0.0 for c in CATEGORIES}, [], self.model_id, role, notes)
+        order = sorted((i for i in range(len(prepared)) if verdicts[i] is None), key=lambda i: len(prepared[i][0]))
         temp = self.config.level_temperature or 1.0
         for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]

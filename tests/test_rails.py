@@ -73,3 +73,12 @@ def test_sticky_risk_with_a_conversation_id(make_rails):
                                    {"role": "assistant", "content": first["content"]},
                                    {"role": "user", "content": "just kidding lol, what's a good pasta recipe?"}])
     assert out["content"].startswith("Haha, sure.") and "988" in out["content"]   # reply + check-in
+
+
+def test_config_works_as_it_is_with_the_local_chat_model():
+    """`nemoguardrails chat --config rails` needs no LLM set-up: config.py registers SmolLM2."""
+    rails = LLMRails(RailsConfig.from_path(str(RAILS)))
+    assert rails.llm is not None and rails.llm.raw_llm._llm_type == "guardrail-smollm2"
+    dispatcher = rails.runtime.action_dispatcher
+    assert dispatcher.has_registered("emotional_safety_check_input")
+    assert dispatcher.has_registered("emotional_safety_check_output")

@@ -11,6 +11,7 @@ One forward pass per turn; a lock makes one instance safe to share between threa
 from __future__ import annotations
 
 import os
+import re
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -41,6 +42,24 @@ class Verdict:
                 "flagged": self.flagged, "model_id": self.model_id, "role": self.role, "notes": self.notes}
 
 
+# common English words that are not also common words of nearby languages ("no", "a", "in", "will"...)
+_ENGLISH = frozenset("""the an and or but to of on at for with is are was were be been you he she it we they
+my your our their this that what how why when where who do does did not can can't don't i'm it's just if have
+has had would should could about from up out get like want feel know think i me am so""".split())
+NON_ENGLISH_NOTE = "possibly not English: the judge was trained on English, treat this verdict as low confidence"
+
+
+def likely_non_english(text: str) -> bool:
+    """A cheap script-and-stopword check (no language model): flags text the judge is weak on."""
+    letters = [c for c in text if c.isalpha()]
+    if len(letters) < 8:
+        return False
+    if sum(not c.isascii() for c in letters) / len(letters) > 0.3:
+        return True
+    words = re.findall(r"[a-z']+", text.lower())
+    return len(words) >= 4 and not any(w in _ENGLISH for w in words)
+
+
 def _clean(text: Any) -> tuple[str, list[str]]:
     """Coerce input to text, never raising for content: bytes are decoded with replacement."""
     notes = []
@@ -51,6 +70,8 @@ def _clean(text: Any) -> tuple[str, list[str]]:
         raise TypeError(f"text must be a string, got {type(text).__name__}")
     if not text.strip():
         notes.append("empty input")
+    elif likely_non_english(text):
+        notes.append(NON_ENGLISH_NOTE)
     return text, notes
 
 

@@ -71,6 +71,11 @@ def _reply_text(out: Any, output_key: Optional[str]) -> str:
     return out if isinstance(out, str) else str(out)
 
 
+def _reply_context(history: Optional[list[Turn]], text: str) -> Optional[list[Turn]]:
+    """Turns before the reply when the caller sent its own history; None: the guard's stored turns."""
+    return None if history is None else history + [Turn("user", text)]
+
+
 class GuardedRunnable(Runnable):
     """``runnable`` with the guard's input and output checks around it."""
 
@@ -117,8 +122,7 @@ class GuardedRunnable(Runnable):
             return self._wrap(before.message or "", None, [before])
         out = self.runnable.invoke(input, config, **kwargs)
         reply = _reply_text(out, self.output_key)
-        after = self.guard.check_output(reply, cid, context=(history or []) + [Turn("user", text)]
-                                        if history is not None else None)
+        after = self.guard.check_output(reply, cid, context=_reply_context(history, text))
         return self._wrap(after.apply(reply), out, [before, after])
 
     async def ainvoke(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Any:
@@ -129,8 +133,7 @@ class GuardedRunnable(Runnable):
             return self._wrap(before.message or "", None, [before])
         out = await self.runnable.ainvoke(input, config, **kwargs)
         reply = _reply_text(out, self.output_key)
-        after = await self.guard.acheck_output(reply, cid, context=(history or []) + [Turn("user", text)]
-                                               if history is not None else None)
+        after = await self.guard.acheck_output(reply, cid, context=_reply_context(history, text))
         return self._wrap(after.apply(reply), out, [before, after])
 
 

@@ -106,6 +106,14 @@ def conversation_id(context: Optional[dict], turns: list[Turn]) -> str:
     return "nemo:" + hashlib.sha256(first.encode("utf-8", "replace")).hexdigest()[:16]
 
 
+def _before(events: Optional[list[dict]], role: str, text: str) -> list[Turn]:
+    """The turns before the judged one (NeMo's events may already hold it as the last turn)."""
+    turns = history(events)
+    if turns and turns[-1].role == role and turns[-1].text == text:
+        turns = turns[:-1]
+    return turns
+
+
 def _metadata(d: Decision) -> dict[str, Any]:
     return {"level": d.level, "categories": d.categories, "action": d.action, "rule": d.rule,
             "sticky": d.sticky, "scores": d.scores, "policy": d.policy, "backstop": d.backstop}
@@ -115,12 +123,9 @@ def _metadata(d: Decision) -> dict[str, Any]:
 async def emotional_safety_check_input(context: Optional[dict] = None, events: Optional[list] = None,
                                        config: Any = None) -> RailOutcome:
     text = (context or {}).get("user_message") or ""
-    turns = history(events)
-    if turns and turns[-1].role == "user" and turns[-1].text == text:
-        turns = turns[:-1]
-    guard = get_guard(config)
-    d = await guard.acheck_input(text, conversation_id(context, turns + [Turn("user", text)]),
-                                 context=turns[-guard.policy.policy.context_turns:])
+    turns = _before(events, "user", text)
+    d = await get_guard(config).acheck_input(text, conversation_id(context, turns + [Turn("user", text)]),
+                                             context=turns)
     if d.action in ("replace", "block"):
         return RailOutcome.block(reason=d.message or "", metadata=_metadata(d))
     return RailOutcome.allow(metadata=_metadata(d))
@@ -130,12 +135,8 @@ async def emotional_safety_check_input(context: Optional[dict] = None, events: O
 async def emotional_safety_check_output(context: Optional[dict] = None, events: Optional[list] = None,
                                         config: Any = None) -> RailOutcome:
     text = (context or {}).get("bot_message") or ""
-    turns = history(events)
-    if turns and turns[-1].role == "assistant" and turns[-1].text == text:
-        turns = turns[:-1]
-    guard = get_guard(config)
-    d = await guard.acheck_output(text, conversation_id(context, turns),
-                                  context=turns[-guard.policy.policy.context_turns:])
+    turns = _before(events, "assistant", text)
+    d = await get_guard(config).acheck_output(text, conversation_id(context, turns), context=turns)
     final = d.apply(text)
     if final != text:
         return RailOutcome.transform([(TransformTarget.BOT_MESSAGE, final)], metadata=_metadata(d))

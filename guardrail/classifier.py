@@ -150,4 +150,6 @@ class Classifier:
         level = max(scores, key=scores.get)
         flagged = sorted((c for c in CATEGORIES if cats[c] >= self.thresholds.get(c, 0.5)),
                          key=lambda c: -cats[c])
+        if level == "unsafe" and not flagged:  # an unsafe verdict always names what it is about
+            flagged = [max(cats, key=cats.get)]
         return Verdict(level, scores, cats, flagged, self.model_id, role, notes)

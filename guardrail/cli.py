@@ -1,9 +1,10 @@
-"""Command line: ``guardrail classify``.
+"""Command line: ``guardrail classify`` and ``guardrail report``.
 
     guardrail classify "some text"               readable verdict
     guardrail classify --json "some text"        one JSON object
     guardrail classify --input in.jsonl --output out.jsonl
     guardrail classify                           interactive prompt (one turn per line)
+    guardrail report --period year --csv counts.csv    audit-log counts (and CSV export)
 
 User mistakes (bad lines, missing files, a broken adapter) end in a one-line error on
 stderr and a non-zero exit code, never a traceback.
@@ -177,6 +178,53 @@ def load_classifier(args):
         raise UserError(str(exc)) from None
 
 
+def cmd_report(args) -> int:
+    """Counts of audited events per period, role, level, category and action."""
+    from .audit import AuditError, counts, default_path, parse_date, read_events, write_counts_csv, write_events_csv
+
+    path = args.db or default_path()
+    try:
+        since = parse_date(args.since) if args.since else None
+        until = parse_date(args.until) if args.until else None
+        events = list(read_events(path, since, until))
+        rows = counts(events, args.period)
+    except (AuditError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    if args.csv:
+        with _open_out(args.csv) as fh:
+            write_counts_csv(rows, fh)
+    if args.events_csv:
+        with _open_out(args.events_csv) as fh:
+            write_events_csv(events, fh)
+    if args.csv == "-" or args.events_csv == "-":
+        return 0
+    print(f"audit log {path}: {len(events)} events"
+          + (f" from {args.since}" if args.since else "") + (f" until {args.until}" if args.until else ""))
+    if rows:
+        widths = [max(len(h), *(len(str(getattr(r, h))) for r in rows))
+                  for h in ("period", "role", "level", "category", "action", "count")]
+        header = ("period", "role", "level", "category", "action", "count")
+        print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+        for r in rows:
+            print("  ".join(str(v).ljust(w) for v, w in zip(
+                (r.period, r.role, r.level, r.category, r.action, r.count), widths)))
+    for what, target in (("counts", args.csv), ("events", args.events_csv)):
+        if target:
+            print(f"wrote {what} CSV to {target}")
+    return 0
+
+
+def _open_out(target: str):
+    import contextlib
+
+    if target == "-":
+        return contextlib.nullcontext(sys.stdout)
+    try:
+        return open(target, "w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise UserError(f"cannot write {target}: {exc.strerror}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="guardrail", description="Emotional-safety guardrail for chatbots")
     sub = p.add_subparsers(dest="command", required=True)
@@ -194,6 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cache-dir", help="where the converted base model is cached")
     c.add_argument("--threads", type=int, help="torch threads")
     c.set_defaults(func=cmd_classify)
+    r = sub.add_parser("report", help="counts of audited events per period, level and category")
+    r.add_argument("--db", help="audit log (default: $GUARDRAIL_AUDIT_DB or ~/.local/state/guardrail/audit.sqlite3)")
+    r.add_argument("--period", default="month", choices=["day", "week", "month", "quarter", "year", "all"])
+    r.add_argument("--since", help="first day included, YYYY-MM-DD (UTC)")
+    r.add_argument("--until", help="first day excluded, YYYY-MM-DD (UTC)")
+    r.add_argument("--csv", help='write the counts as CSV to this file ("-" for stdout)')
+    r.add_argument("--events-csv", help="write the events themselves as CSV (text only if the policy kept it)")
+    r.set_defaults(func=cmd_report)
     return p
 
 

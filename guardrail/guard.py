@@ -19,9 +19,11 @@ import logging
 import os
 import time
 import uuid
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from .audit import AuditLog, default_path, AUDIT_DB_ENV
 from .conversation import ConversationStore
 from .inputs import Turn
 from .keywords import keyword_screen
@@ -75,10 +77,15 @@ class Decision:
 class Guard:
     """Apply one policy to a classifier's verdicts, per conversation."""
 
-    def __init__(self, classifier, policy: LoadedPolicy, max_conversations: int = 10_000):
+    def __init__(self, classifier, policy: LoadedPolicy, max_conversations: int = 10_000,
+                 audit: AuditLog | bool | None = None):
+        """``audit``: an AuditLog, False for none, or None to open the one the policy configures."""
         self.classifier = classifier
         self.policy = policy
         p = policy.policy
+        if audit is None:
+            audit = self._open_audit(policy) if p.audit.enabled else False
+        self.audit: AuditLog | None = audit or None
         self.store = ConversationStore(max_conversations, context_turns=p.context_turns)
         self.thresholds = {**getattr(classifier, "thresholds", {}), **p.thresholds}
         self._hook = resolve(p.notify) if p.notify else None
@@ -86,6 +93,17 @@ class Guard:
         if not policy.country_found:
             log.warning("country %r is not in the resources table %s; using its fallback",
                         policy.country, policy.resources.version)
+
+    @staticmethod
+    def _open_audit(policy: LoadedPolicy) -> AuditLog:
+        a = policy.policy.audit
+        if os.environ.get(AUDIT_DB_ENV) or not a.path:
+            path = default_path()
+        else:
+            path = Path(a.path).expanduser()
+            if not path.is_absolute() and policy.path is not None:
+                path = policy.path.parent / path
+        return AuditLog(path, include_text=a.include_text, synchronous=a.synchronous)
 
     @classmethod
     def load(cls, policy: str | os.PathLike | dict | None = None, country: str | None = None,
@@ -203,10 +221,24 @@ class Guard:
                     state.pending = (decision.message, decision.position)
             elif decision.action != "allow":
                 store.add_turn(cid, "assistant", decision.message or "")
+        event = self._event(cid, decision, text)   # one event id for the hook and the audit log
         if rule.notify and self._hook:
             decision.notified = True
-            fire(self._hook, self._event(cid, decision, text))
+            fire(self._hook, event)
+        if self.audit and (level != "safe" or decision.action != "allow" or decision.message):
+            self._record(event, decision, text)
         return decision
+
+    def _record(self, event: dict[str, Any], d: Decision, text: str) -> None:
+        """Commit the event to the audit log before the decision is returned. A failed write
+        must not take the chat down: the event (without text) goes to the error log instead."""
+        event = {k: v for k, v in event.items() if k != "text"}
+        event.update(policy_name=event.pop("policy"), category_scores=d.category_scores,
+                     backstop=d.backstop, notified=d.notified)
+        try:
+            self.audit.record(event, text)
+        except Exception as e:  # noqa: BLE001
+            log.error("audit log write failed (%s: %s); event: %s", type(e).__name__, e, event)
 
     def _effective(self, verdict) -> tuple[str, list[str]]:
         """Level and flagged categories under the policy's thresholds."""

@@ -135,6 +135,18 @@ class Notify(_Strict):
         return self
 
 
+class Audit(_Strict):
+    """Where non-safe verdicts and actions are recorded (see guardrail/audit.py).
+
+    ``path`` is relative to the policy file; $GUARDRAIL_AUDIT_DB overrides it; empty
+    means the user's state folder. The text is kept only with ``include_text``."""
+
+    enabled: bool = True
+    path: Optional[str] = None
+    include_text: bool = False
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"   # FULL: durable across power loss too
+
+
 class Policy(_Strict):
     """One operator policy. See policies/default.yaml for a commented example."""
 
@@ -149,6 +161,7 @@ class Policy(_Strict):
     failure_mode: dict[Literal["user", "assistant"], Literal["closed", "open"]] = Field(
         default_factory=lambda: {"user": "closed", "assistant": "open"})
     notify: Optional[Notify] = None
+    audit: Audit = Field(default_factory=Audit)
     messages: dict[str, str]
     rules: list[Rule]
     default: Rule = Field(default_factory=lambda: Rule(action="allow"))

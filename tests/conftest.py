@@ -3,6 +3,10 @@ import os
 os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# the tests' audit events go to a throwaway store, never the user's own
+import tempfile  # noqa: E402
+
+os.environ["GUARDRAIL_AUDIT_DB"] = os.path.join(tempfile.mkdtemp(prefix="guardrail-test-"), "audit.sqlite3")
 
 import pytest  # noqa: E402
 

@@ -84,14 +84,21 @@ def fit_temperature(logits, labels):
     return best[1]
 
 
-def fit_thresholds(probs, targets):
-    """Per-category threshold maximising F1 on validation, kept in [0.2, 0.8]."""
+def fit_thresholds(probs, targets, own=None, min_positives=20):
+    """Per-category threshold maximising F1 on validation, kept in [0.2, 0.8].
+
+    Fitted on the project's own chatbot-style validation turns (``own``, a boolean mask) when
+    they hold at least ``min_positives`` of the category: the long source posts pushed the
+    suicide_self_harm threshold so high that "I want to kill myself" fell under it (trial v3)."""
     out = {}
     for j, cat in enumerate(CATEGORIES):
-        y = targets[:, j] > 0.5
+        rows = slice(None)
+        if own is not None and (targets[own, j] > 0.5).sum().item() >= min_positives:
+            rows = own
+        p_all, y = probs[rows], targets[rows, j] > 0.5
         best = (-1.0, 0.0, 0.5)  # (F1, closeness to 0.5 as tie-break, threshold)
         for t in [x / 20 for x in range(4, 17)]:
-            pred = probs[:, j] >= t
+            pred = p_all[:, j] >= t
             tp = (pred & y).sum().item()
             f1 = 2 * tp / max(1, pred.sum().item() + y.sum().item())
             best = max(best, (f1, -abs(t - 0.5), t))
@@ -214,7 +221,8 @@ def main(argv=None):
     labels = torch.tensor([e[1] for e in val])
     targets = torch.tensor([e[2] for e in val])
     jc.level_temperature = fit_temperature(lv, labels)
-    jc.thresholds = fit_thresholds(torch.sigmoid(ct), targets)
+    own_val = torch.tensor([r["source"].startswith("own:") for r in val_rows])
+    jc.thresholds = fit_thresholds(torch.sigmoid(ct), targets, own_val)
     acc = (lv.argmax(1) == labels).float().mean().item()
     sources = sorted({r["source"] for r in train_rows})
     jc.training = {"config": cfg, "train_examples": len(train), "own_examples": len(own),

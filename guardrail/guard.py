@@ -107,7 +107,8 @@ class Guard:
 
     @classmethod
     def load(cls, policy: str | os.PathLike | dict | None = None, country: str | None = None,
-             adapter: str | os.PathLike | None = None, classifier=None, **load_kwargs) -> "Guard":
+             adapter: str | os.PathLike | None = None, classifier=None, audit: AuditLog | bool | None = None,
+             **load_kwargs) -> "Guard":
         """Load a policy (default policies/default.yaml) and a classifier (default: the shipped one).
 
         The policy is validated first, so a bad policy fails before the model loads.
@@ -117,7 +118,7 @@ class Guard:
             from .classifier import Classifier
 
             classifier = Classifier.load(adapter, **load_kwargs)
-        return cls(classifier, loaded)
+        return cls(classifier, loaded, audit=audit)
 
     # --- public API ----------------------------------------------------------------------
 

@@ -4,8 +4,10 @@
     python training/evaluate.py --adapter training/runs/latest --skip-baselines
 
 Sets: the project's held-out test split (from prepare_data.py), sliced by source and
-by length, the separate challenge set (training/data/challenge, never trained on) and
-the hard negatives (benign look-alikes: held-out own ones + the challenge's). For each:
+by length, the separate challenge set (training/data/challenge, never trained on), the
+blind challenge2 set (training/data/challenge2, written without sight of the training
+data; also scored on its "novel" turns, those with no near-duplicate in the train split)
+and the hard negatives (benign look-alikes: held-out own ones + both challenges'). For each:
 trinary macro-F1, per-level precision/recall, unsafe recall, false-positive rate on safe
 turns, per-category F1 and AUPRC, expected calibration error, confusion matrix.
 Baselines: the keyword screen (guardrail/keywords.py) and MiniLM-L6 sentence embeddings +
@@ -29,6 +31,31 @@ from guardrail.taxonomy import CATEGORIES, LEVELS  # noqa: E402
 from training.prepare_data import read_jsonl, validate  # noqa: E402
 
 CHALLENGE = ROOT / "training" / "data" / "challenge" / "challenge.jsonl"
+CHALLENGE2 = ROOT / "training" / "data" / "challenge2" / "challenge2.jsonl"
+NEAR = 0.5   # word-set Jaccard at or above which a challenge2 turn counts as seen in training
+
+
+def _words(text):
+    return frozenset("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())
+
+
+def novel(rows, train_rows, near=NEAR):
+    """Rows with no near-duplicate (word-set Jaccard >= ``near``) among the training texts.
+
+    Examples written by the same kind of author converge on the same phrasings; this
+    subset measures what the judge does on turns unlike anything it was trained on."""
+    seen = [_words(r["text"]) for r in train_rows]
+    index = defaultdict(list)
+    for i, w in enumerate(seen):
+        for token in w:
+            index[token].append(i)
+    keep = []
+    for r in rows:
+        w = _words(r["text"])
+        candidates = {i for t in w for i in index.get(t, ())}
+        if not any(len(w & seen[i]) / max(1, len(w | seen[i])) >= near for i in candidates):
+            keep.append(r)
+    return keep
 
 
 def length_bucket(r):
@@ -95,8 +122,15 @@ def evaluate_sets(sets, scorer, thresholds):
 
 def model_scorer(clf):
     def score(rows):
-        verdicts = clf.classify_batch([{"text": r["text"], "role": r["role"], "context": r.get("context", [])}
-                                       for r in rows], batch_size=32)
+        from tqdm import tqdm
+
+        verdicts = []
+        with tqdm(total=len(rows), desc="judge", unit="turn", file=sys.stderr) as bar:
+            for s in range(0, len(rows), 256):
+                part = rows[s:s + 256]
+                verdicts += clf.classify_batch([{"text": r["text"], "role": r["role"], "context": r.get("context", [])}
+                                                for r in part], batch_size=32)
+                bar.update(len(part))
         lp = np.array([[v.scores[lvl] for lvl in LEVELS] for v in verdicts])
         cp = np.array([[v.categories[c] for c in CATEGORIES] for v in verdicts])
         return lp, cp
@@ -145,11 +179,13 @@ def minilm_scorer(train_rows):
 
 # --- report -------------------------------------------------------------------------------
 
-def build_sets(data: Path):
+def build_sets(data: Path, train_rows=None):
     test = read_jsonl(data / "test.jsonl")
     challenge = read_jsonl(CHALLENGE) if CHALLENGE.exists() else []
-    for n, r in enumerate(challenge, 1):
-        validate(r, f"{CHALLENGE.name}:{n}")
+    challenge2 = read_jsonl(CHALLENGE2) if CHALLENGE2.exists() else []
+    for path, rows in ((CHALLENGE, challenge), (CHALLENGE2, challenge2)):
+        for n, r in enumerate(rows, 1):
+            validate(r, f"{path.name}:{n}")
     sets = {"test (all)": test}
     by_source = defaultdict(list)
     by_length = defaultdict(list)
@@ -168,8 +204,18 @@ def build_sets(data: Path):
             groups[r.get("group", "other")].append(r)
         for k in sorted(groups):
             sets[f"challenge / {k}"] = groups[k]
-    sets["hard negatives (held-out)"] = ([r for r in test if r["source"] == "own:hard_negatives"]
-                                         + [r for r in challenge if r.get("group") == "hard_negative"])
+    if challenge2:
+        sets["challenge2 (blind, all)"] = challenge2
+        if train_rows is not None:
+            sets["challenge2 (blind, novel)"] = novel(challenge2, train_rows)
+        groups = defaultdict(list)
+        for r in challenge2:
+            groups[r.get("group", "other")].append(r)
+        for k in sorted(groups):
+            sets[f"challenge2 / {k}"] = groups[k]
+    sets["hard negatives (held-out)"] = ([r for r in test if r["source"].startswith("own:hard_negatives")]
+                                         + [r for r in challenge if r.get("group") == "hard_negative"]
+                                         + [r for r in challenge2 if r.get("group") == "look_alike"])
     return sets
 
 
@@ -182,10 +228,12 @@ def markdown(report):
               "|---|---|" + "---|" * len(systems)]
     for s, metric in [("test (all)", "macro_f1"), ("test (all)", "unsafe_recall"), ("test (all)", "safe_fpr"),
                       ("challenge (held-out, all)", "macro_f1"), ("challenge (held-out, all)", "unsafe_recall"),
+                      ("challenge2 (blind, all)", "macro_f1"), ("challenge2 (blind, novel)", "macro_f1"),
+                      ("challenge2 (blind, all)", "unsafe_recall"), ("challenge2 (blind, all)", "safe_fpr"),
                       ("hard negatives (held-out)", "safe_fpr")]:
         vals = [report["systems"][k].get(s, {}).get(metric) for k in systems]
         lines.append(f"| {s} | {metric} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in vals) + " |")
-    for s in ("test (all)", "challenge (held-out, all)"):
+    for s in ("test (all)", "challenge (held-out, all)", "challenge2 (blind, all)"):
         vals = [report["systems"][k].get(s, {}).get("categories", {}).get("suicide_self_harm", {}).get("f1") for k in systems]
         lines.append(f"| {s} | suicide_self_harm F1 | " + " | ".join("-" if v is None else f"{v:.3f}" for v in vals) + " |")
     lines += ["", "`safe_fpr` on the hard negatives is the share of benign look-alikes flagged (borderline or unsafe).", ""]
@@ -199,7 +247,7 @@ def markdown(report):
             lines.append(f"| {s} | {m['n']} | {m['macro_f1']:.3f} | {m['accuracy']:.3f} | {f(m['unsafe_recall'])} | "
                          f"{f(m['safe_fpr'])} | {m['ece']:.3f} | " + " | ".join(
                              f"{pl[lvl]['precision']:.2f}/{pl[lvl]['recall']:.2f}" for lvl in LEVELS) + " |")
-        for s in ("test (all)", "challenge (held-out, all)"):
+        for s in ("test (all)", "challenge (held-out, all)", "challenge2 (blind, all)"):
             if s in res and "categories" in res[s]:
                 lines += ["", f"Categories on {s} (F1 / AUPRC / support):", "",
                           "| " + " | ".join(CATEGORIES) + " |", "|" + "---|" * len(CATEGORIES),
@@ -227,7 +275,8 @@ def main(argv=None):
     from guardrail import Classifier
 
     clf = Classifier.load(args.adapter)
-    sets = build_sets(data)
+    train_rows = read_jsonl(Path(args.train_data) if args.train_data else data / "train.jsonl")
+    sets = build_sets(data, train_rows)
     report = {"model_id": clf.model_id, "generated": time.strftime("%Y-%m-%d %H:%M"),
               "command": "python " + " ".join(["training/evaluate.py"] + (argv or sys.argv[1:])),
               "thresholds": clf.thresholds, "systems": {}}
@@ -236,7 +285,6 @@ def main(argv=None):
     print(f"judge evaluated in {time.time() - t:.0f} s", file=sys.stderr)
     if not args.skip_baselines:
         report["systems"]["keywords"] = evaluate_sets(sets, keyword_scorer, {c: 0.5 for c in CATEGORIES})
-        train_rows = read_jsonl(Path(args.train_data) if args.train_data else data / "train.jsonl")
         t = time.time()
         report["systems"]["MiniLM + LR"] = evaluate_sets(sets, minilm_scorer(train_rows), {c: 0.5 for c in CATEGORIES})
         print(f"MiniLM baseline in {time.time() - t:.0f} s", file=sys.stderr)

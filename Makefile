@@ -10,7 +10,7 @@ export NEMO_GUARDRAILS_NO_USAGE_STATS := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo classify test install data train evaluate clean
+.PHONY: demo classify test install data train evaluate compare bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -42,6 +42,14 @@ train: data
 
 evaluate: $(STAMP)
 	$(PY) training/evaluate.py
+
+compare: $(STAMP)
+	$(PY) training/compare.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/latency.py
+	$(PY) benchmarks/conversation_cost.py
+	$(PY) benchmarks/load_test.py
 
 clean:
 	rm -rf training/build training/runs .pytest_cache

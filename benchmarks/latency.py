@@ -1,0 +1,247 @@
+"""Latency, throughput, cold start and memory of the judge (a benchmark, not a test).
+
+    python benchmarks/latency.py                  # writes benchmarks/results/latency.json
+    python benchmarks/latency.py --quick          # fewer repetitions
+
+Measures, on this machine:
+* per-turn latency p50 / p95 for user turns of 16, 64 and 256 tokens, with no context
+  and with 3 previous turns, at 1 and 2 torch threads (batch 1);
+* batched throughput (64 turns of 64 tokens with context);
+* cold start (process start to the first verdict) and peak RSS, in a fresh process;
+* the arithmetic floor: 2 x non-embedding parameters x input tokens, over the fp32
+  matrix-multiply rate measured in the same run;
+* levers, one by one: int8 dynamic quantization of the Linear layers, shorter inputs;
+* the zero-shot LLM-judge rail (the full 30-layer SmolLM2 reading an instruction prompt,
+  scored from the label tokens' probabilities), for comparison;
+* the guardrail's added latency inside a NeMo Guardrails turn (input + output rails,
+  fake chat LLM), against the same turn without the rails.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+SENTENCE = ("I have been feeling a bit off this week, work is busy and I keep putting off the things I need to do, "
+            "so I wanted to ask for some ideas on how to get back on track. ")
+CONTEXT = [{"role": "user", "text": "hi, can I ask you something?"},
+           {"role": "assistant", "text": "Of course, I'm happy to help. What's on your mind?"},
+           {"role": "user", "text": "it's about my week, it has been a lot"}]
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def text_of(tokenizer, n: int) -> str:
+    """A user turn of exactly ``n`` tokens (before the input format's markers)."""
+    ids = tokenizer(SENTENCE * (n // 10 + 2), add_special_tokens=False)["input_ids"][:n]
+    return tokenizer.decode(ids)
+
+
+def matmul_gflops(threads: int, size: int = 1024, reps: int = 20) -> float:
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * size ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def time_turns(clf, text, context, reps: int) -> list[float]:
+    for _ in range(3):
+        clf.classify(text, context=context)
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        clf.classify(text, context=context)
+        out.append(1000 * (time.perf_counter() - t))
+    return out
+
+
+def non_embedding_params(judge) -> int:
+    return sum(p.numel() for n, p in judge.named_parameters() if "embed_tokens" not in n)
+
+
+def cold_start(adapter: str | None) -> dict:
+    """A fresh interpreter: import, load and judge one 64-token turn with context; its own peak RSS."""
+    code = textwrap.dedent(f"""
+        import time, resource, json
+        t0 = time.time()
+        from guardrail import Classifier
+        clf = Classifier.load({adapter!r})
+        t1 = time.time()
+        clf.classify("I have been feeling a bit off this week and wanted to ask for ideas", context={CONTEXT!r})
+        t2 = time.time()
+        for _ in range(20):
+            clf.classify("how do I get back on track after a rough week at work, any tips?", context={CONTEXT!r})
+        print(json.dumps({{"import_and_load_s": t1 - t0, "first_verdict_s": t2 - t1,
+                           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+    """)
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t
+    inner = json.loads(out.stdout.strip().splitlines()[-1])
+    # wall includes the 20 extra verdicts; subtract them using the in-process figures
+    return {"cold_start_s": round(inner["import_and_load_s"] + inner["first_verdict_s"], 3),
+            "process_wall_s": round(wall, 3), "peak_rss_mb": round(inner["peak_rss_mb"], 1),
+            "load_s": round(inner["import_and_load_s"], 3), "first_verdict_s": round(inner["first_verdict_s"], 3)}
+
+
+def int8(clf):
+    """The same classifier with its Linear layers dynamically quantized to int8."""
+    import copy
+
+    q = copy.copy(clf)
+    q._judge = torch.ao.quantization.quantize_dynamic(copy.deepcopy(clf._judge), {torch.nn.Linear}, dtype=torch.qint8)
+    q._lock = type(clf._lock)()
+    return q
+
+
+def zero_shot_latency(text: str, reps: int) -> dict:
+    from training.llm_judge import PromptJudge
+
+    judge = PromptJudge.load(few_shot=0)
+    rows = [{"text": text, "role": "user", "context": CONTEXT}]
+    for _ in range(2):
+        judge.score(rows)
+    xs = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        judge.score(rows)
+        xs.append(1000 * (time.perf_counter() - t))
+    return {"p50_ms": round(statistics.median(xs), 1), "p95_ms": round(pct(xs, 0.95), 1),
+            "prompt_tokens": judge.prompt_tokens(rows[0]), "forward_passes_per_turn": 2}
+
+
+def nemo_added_latency(clf, reps: int) -> dict:
+    """Median time of a guarded NeMo turn minus the same turn without the rails (fake chat LLM)."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from nemoguardrails import LLMRails, RailsConfig
+    from nemoguardrails.integrations.langchain.llm_adapter import LangChainLLMAdapter
+
+    from guardrail import Guard
+    from guardrail.nemo import set_guard
+    from guardrail.policy import load_policy
+
+    reply = "Here are a few ideas: pick one small task, set a timer for 25 minutes, and take a short walk after."
+    guarded = RailsConfig.from_path(str(ROOT / "rails"))
+    set_guard(Guard(clf, load_policy(ROOT / "policies" / "default.yaml"), audit=False), guarded)
+    plain = RailsConfig.from_content(yaml_content="models: []\n")
+    results = {}
+    for name, cfg in (("without rails", plain), ("with rails", guarded)):
+        rails = LLMRails(cfg, llm=LangChainLLMAdapter(FakeListChatModel(responses=[reply] * (reps + 5))))
+        msgs = [{"role": "user", "content": "how do I get back on track after a rough week at work?"}]
+        for _ in range(2):
+            rails.generate(messages=msgs)
+        xs = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            rails.generate(messages=msgs)
+            xs.append(1000 * (time.perf_counter() - t))
+        results[name] = round(statistics.median(xs), 1)
+    results["added_ms"] = round(results["with rails"] - results["without rails"], 1)
+    return results
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--adapter", default=None)
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latency.json"))
+    p.add_argument("--skip", nargs="*", default=[], choices=["zero_shot", "nemo", "cold_start", "int8"])
+    args = p.parse_args(argv)
+    reps = 8 if args.quick else 40
+
+    from guardrail import Classifier
+    from guardrail.inputs import Turn
+
+    report = {"machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                          "torch": torch.__version__, "python": platform.python_version()},
+              "generated": time.strftime("%Y-%m-%d %H:%M"), "repetitions": reps}
+    clf = Classifier.load(args.adapter)
+    tok = clf._encoder.tokenizer
+    report["model_id"] = clf.model_id
+    params = non_embedding_params(clf._judge)
+    report["non_embedding_params"] = params
+
+    def log(key, value):
+        print(f"{key}: {json.dumps(value)}", flush=True)
+
+    turns = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        rate = matmul_gflops(threads)
+        report.setdefault("matmul_gflops", {})[threads] = round(rate, 1)
+        for n in (16, 64, 256):
+            text = text_of(tok, n)
+            for ctx_name, ctx in (("none", []), ("3 turns", CONTEXT)):
+                xs = time_turns(clf, text, ctx, reps)
+                seq = len(clf._encoder.encode(text, "user", [Turn(**c) for c in ctx]))
+                floor = 2 * params * seq / (rate * 1e9) * 1000
+                row = {"threads": threads, "turn_tokens": n, "context": ctx_name, "input_tokens": seq,
+                       "p50_ms": round(statistics.median(xs), 1), "p95_ms": round(pct(xs, 0.95), 1),
+                       "floor_ms": round(floor, 1)}
+                turns.append(row)
+                log("turn", row)
+    report["per_turn"] = turns
+    torch.set_num_threads(2)
+
+    text64 = text_of(tok, 64)
+    batch = [{"text": text64, "context": CONTEXT}] * 64
+    for bs in (1, 16):
+        clf.classify_batch(batch[:bs], batch_size=bs)
+        t = time.perf_counter()
+        clf.classify_batch(batch, batch_size=bs)
+        report.setdefault("throughput_turns_per_s", {})[f"batch {bs}"] = round(64 / (time.perf_counter() - t), 1)
+    log("throughput", report["throughput_turns_per_s"])
+
+    levers = {}
+    base = time_turns(clf, text64, CONTEXT, reps)
+    levers["fp32 (default)"] = {"p50_ms": round(statistics.median(base), 1), "p95_ms": round(pct(base, 0.95), 1)}
+    if "int8" not in args.skip:
+        q = int8(clf)
+        xs = time_turns(q, text64, CONTEXT, reps)
+        levers["int8 dynamic"] = {"p50_ms": round(statistics.median(xs), 1), "p95_ms": round(pct(xs, 0.95), 1)}
+    xs = time_turns(clf, text_of(tok, 32), CONTEXT[-1:], reps)
+    levers["shorter input (32-token turn, 1 context turn)"] = {"p50_ms": round(statistics.median(xs), 1),
+                                                               "p95_ms": round(pct(xs, 0.95), 1)}
+    report["levers_64_tokens_with_context"] = levers
+    log("levers", levers)
+
+    if "cold_start" not in args.skip:
+        report["cold_start"] = cold_start(args.adapter)
+        log("cold_start", report["cold_start"])
+    if "nemo" not in args.skip:
+        report["nemo"] = nemo_added_latency(clf, max(5, reps // 4))
+        report["nemo"]["classifier_p50_ms"] = levers["fp32 (default)"]["p50_ms"]
+        report["nemo"]["target_ms"] = round(2 * levers["fp32 (default)"]["p50_ms"] + 30, 1)
+        log("nemo", report["nemo"])
+    if "zero_shot" not in args.skip:
+        report["zero_shot_llm_judge"] = zero_shot_latency(text64, max(5, reps // 4))
+        log("zero_shot", report["zero_shot_llm_judge"])
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

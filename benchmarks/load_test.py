@@ -211,15 +211,18 @@ def _server_conversation(server: Server, i: int, turns: int, window: int = 6) ->
     return {"crossed": not errors and crossed(crisis, shown), "latency": latency, "errors": errors}
 
 
-def run_server(conversations: int, turns: int) -> dict:
-    server = Server()
+def run_server(conversations: int, turns: int, server: Server | None = None) -> dict:
+    """Through ``server`` (started and stopped here when not given)."""
+    own = server is None
+    server = server or Server()
     try:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(conversations) as pool:
             results = list(pool.map(lambda i: _server_conversation(server, i, turns), range(conversations)))
         return _summary("server", results, time.perf_counter() - t0)
     finally:
-        server.close()
+        if own:
+            server.close()
 
 
 def main(argv=None) -> int:

@@ -52,19 +52,24 @@ def main(argv: list[str] | None = None) -> int:
     from langchain_core.messages import AIMessage, HumanMessage
 
     from guardrail import Guard, PolicyError
+    from guardrail.audit import AuditError
     from guardrail.chat_model import SmolChatModel
     from guardrail.langchain_guard import GuardedRunnable
 
     interactive = sys.stdin.isatty()
     try:
         guard = Guard.load(args.policy, country=args.country, adapter=args.adapter)
-    except PolicyError as e:
+    except (PolicyError, AuditError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     chat = GuardedRunnable(SmolChatModel(max_new_tokens=args.max_new_tokens), guard, conversation_id="demo")
     pol = guard.policy
     print(f"Guarded chat: SmolLM2-135M-Instruct + {guard.classifier.model_id}, policy {pol.name} v{pol.version}, "
           f"resources for {pol.resource.name}.", file=sys.stderr)
+    if not pol.country_found:
+        print(f"note: country {pol.country!r} is not in the resources table (v{pol.resources.version}); crisis "
+              f"messages use its fallback ({pol.resource.website}). Known: {', '.join(sorted(pol.resources.countries))}.",
+              file=sys.stderr)
     if interactive:
         print("Type a message (/quit to leave).", file=sys.stderr)
 

@@ -158,6 +158,7 @@ class Policy(_Strict):
     thresholds: dict[str, float] = Field(default_factory=dict)   # override the adapter's
     sticky_turns: int = Field(3, ge=0, le=100)    # user turns kept at least borderline after unsafe
     context_turns: int = Field(6, ge=0, le=50)    # previous turns kept per conversation
+    reply_alone: bool = True                      # also judge replies without the conversation; keep the riskier
     failure_mode: dict[Literal["user", "assistant"], Literal["closed", "open"]] = Field(
         default_factory=lambda: {"user": "closed", "assistant": "open"})
     notify: Optional[Notify] = None

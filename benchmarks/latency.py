@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def int8(clf):
 
     q = copy.copy(clf)
     q._judge = torch.ao.quantization.quantize_dynamic(copy.deepcopy(clf._judge), {torch.nn.Linear}, dtype=torch.qint8)
-    q._lock = type(clf._lock)()
+    q._lock = threading.Lock()
     return q
 
 

@@ -1,7 +1,8 @@
 """Paper-style comparison: every setting on the same held-out turns, one command.
 
-    python training/compare.py                  # -> training/reports/compare.{json,md} + plots/
-    python training/compare.py --sample 300     # a smaller test sample (faster)
+    python training/compare.py                  # -> training/reports/compare.{json,md} + plots/ (~25 min)
+    python training/compare.py --sample 500 --cap 0     # bigger sets (the prompted judges
+                                                       # take about 1.3 s a turn on 2 cores)
     python training/compare.py --adapter "LoRA L6=training/runs/L6"   # add another size
 
 Settings (in the spirit of Pinzuti et al. 2025, scaled down to this machine):
@@ -48,7 +49,8 @@ LATENCY_TURN = {"role": "user", "text": ("I have been feeling a bit off this wee
                             {"role": "user", "text": "it's about my week, it has been a lot"}]}
 
 
-def comparison_sets(data: Path, sample: int, seed: int = 1234) -> dict[str, list[dict]]:
+def comparison_sets(data: Path, sample: int, cap: int | None = None, seed: int = 1234) -> dict[str, list[dict]]:
+    """The test sample plus the hard negatives and challenge2, each cut to ``cap`` turns (seeded)."""
     train = read_jsonl(data / "train.jsonl")
     full = build_sets(data, train)
     by_source = defaultdict(list)
@@ -60,8 +62,10 @@ def comparison_sets(data: Path, sample: int, seed: int = 1234) -> dict[str, list
     for src in sorted(by_source):
         rows = by_source[src]
         test += rng.sample(rows, min(len(rows), max(1, round(sample * len(rows) / total))))
-    return {f"test (sample of {len(test)})": test, "hard negatives (held-out)": full["hard negatives (held-out)"],
-            "challenge2 (blind)": full.get("challenge2 (blind, all)", [])}
+    hard, ch2 = full["hard negatives (held-out)"], full.get("challenge2 (blind, all)", [])
+    if cap:
+        hard, ch2 = (rng.sample(rows, min(cap, len(rows))) for rows in (hard, ch2))
+    return {f"test (sample of {len(test)})": test, "hard negatives (held-out)": hard, "challenge2 (blind)": ch2}
 
 
 # --- one setting, in its own process -------------------------------------------------------
@@ -200,7 +204,8 @@ def plots(report, sets, folder: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(ROOT / "training" / "build"))
-    p.add_argument("--sample", type=int, default=500, help="test-split turns (stratified by source)")
+    p.add_argument("--sample", type=int, default=150, help="test-split turns (stratified by source)")
+    p.add_argument("--cap", type=int, default=100, help="cut the hard negatives and challenge2 to this many turns")
     p.add_argument("--out", default=str(ROOT / "training" / "reports"))
     p.add_argument("--settings", nargs="*", default=None, help=f"subset of: {', '.join(SETTINGS)}")
     p.add_argument("--adapter", action="append", default=[], help='extra adapter, "NAME=PATH"')
@@ -216,7 +221,7 @@ def main(argv=None) -> int:
             sys.exit(f"error: --adapter wants NAME=PATH to an adapter folder, got {spec!r}")
         name, path = spec.split("=", 1)
         adapters[name] = path
-    sets = comparison_sets(data, args.sample)
+    sets = comparison_sets(data, args.sample, args.cap)
     if args.one:
         run_one(args.one, sets, adapters, data, Path(args.one_out))
         return 0
@@ -231,7 +236,7 @@ def main(argv=None) -> int:
             t = time.time()
             part = Path(tmp) / "one.json"
             cmd = [sys.executable, __file__, "--one", name, "--one-out", str(part), "--data", str(data),
-                   "--sample", str(args.sample)] + [x for spec in args.adapter for x in ("--adapter", spec)]
+                   "--sample", str(args.sample)] + ["--cap", str(args.cap)] + [x for spec in args.adapter for x in ("--adapter", spec)]
             subprocess.run(cmd, check=True, env={**os.environ, "NEMO_GUARDRAILS_NO_USAGE_STATS": "1"})
             r = json.loads(part.read_text())
             probs[name] = r.pop("probs")

@@ -223,12 +223,15 @@ class Guard:
                     state.pending = (decision.message, decision.position)
             elif decision.action != "allow":
                 store.add_turn(cid, "assistant", decision.message or "")
-        event = self._event(cid, decision, text)   # one event id for the hook and the audit log
-        if rule.notify and self._hook:
-            decision.notified = True
-            fire(self._hook, event)
-        if self.audit and (level != "safe" or decision.action != "allow" or decision.message):
-            self._record(event, decision, text)
+        notify = bool(rule.notify and self._hook)
+        audit = bool(self.audit and (level != "safe" or decision.action != "allow" or decision.message))
+        if notify or audit:   # plain safe turns build no event
+            event = self._event(cid, decision, text)   # one event id for the hook and the audit log
+            if notify:
+                decision.notified = True
+                fire(self._hook, event)
+            if audit:
+                self._record(event, decision, text)
         return decision
 
     def _record(self, event: dict[str, Any], d: Decision, text: str) -> None:
@@ -246,8 +249,8 @@ class Guard:
         """The classifier's verdict. With ``reply_alone`` an assistant reply is also judged without
         the conversation, in the same batch, and the riskier verdict is kept: a harmful reply is
         harmful whatever came before, and an ordinary-looking user turn before it can make the
-        judge read it as ordinary advice (measured on 194 held-out replies: 49 of 56 unsafe ones
-        caught instead of 47, no more of the 97 safe ones flagged)."""
+        judge read it as ordinary advice (benchmarks/reply_alone.py: on 194 held-out replies, 49 of
+        56 unsafe ones caught instead of 47, no more of the 97 safe ones flagged)."""
         if not (role == "assistant" and turns and self.policy.policy.reply_alone):
             return self.classifier.classify(text, role=role, context=turns)
         both = self.classifier.classify_batch([{"text": text, "role": role, "context": turns},

@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/latency.py
 	$(PY) benchmarks/conversation_cost.py
 	$(PY) benchmarks/load_test.py
+	$(PY) benchmarks/reply_alone.py
 
 clean:
 	rm -rf training/build training/runs .pytest_cache

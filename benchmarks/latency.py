@@ -7,10 +7,15 @@ Measures, on this machine:
 * per-turn latency p50 / p95 for user turns of 16, 64 and 256 tokens, with no context
   and with 3 previous turns, at 1 and 2 torch threads (batch 1);
 * batched throughput (64 turns of 64 tokens with context);
-* cold start (process start to the first verdict) and peak RSS, in a fresh process;
+* cold start (process start to the first verdict) and peak RSS, in a fresh process, for
+  the lean engine (default) and transformers + peft;
 * the arithmetic floor: 2 x non-embedding parameters x input tokens, over the fp32
   matrix-multiply rate measured in the same run;
-* levers, one by one: int8 dynamic quantization of the Linear layers, shorter inputs;
+* levers, one by one, each with its latency and its quality (macro-F1 on a seeded sample of
+  the test split, hard negatives flagged, challenge2 macro-F1: training/compare.py's sets):
+  transformers + peft (the old load path), the lean engine without and with the cached
+  system-turn keys/values (the default), int8 weights, shorter inputs (max_length 64),
+  fewer layers (an adapter trained on 6 layers, if given), and the fastest combination;
 * the zero-shot LLM-judge rail (the full 30-layer SmolLM2 reading an instruction prompt,
   scored from the label tokens' probabilities), for comparison;
 * the guardrail's added latency inside a NeMo Guardrails turn (input + output rails,
@@ -50,7 +55,7 @@ def pct(xs, q):
 
 def text_of(tokenizer, n: int) -> str:
     """A user turn of exactly ``n`` tokens (before the input format's markers)."""
-    ids = tokenizer(SENTENCE * (n // 10 + 2), add_special_tokens=False)["input_ids"][:n]
+    ids = tokenizer.ids(SENTENCE * (n // 10 + 2))[:n]
     return tokenizer.decode(ids)
 
 
@@ -80,13 +85,13 @@ def non_embedding_params(judge) -> int:
     return sum(p.numel() for n, p in judge.named_parameters() if "embed_tokens" not in n)
 
 
-def cold_start(adapter: str | None) -> dict:
+def cold_start(adapter: str | None, engine: str = "auto") -> dict:
     """A fresh interpreter: import, load and judge one 64-token turn with context; its own peak RSS."""
     code = textwrap.dedent(f"""
         import time, resource, json
         t0 = time.time()
         from guardrail import Classifier
-        clf = Classifier.load({adapter!r})
+        clf = Classifier.load({adapter!r}, engine={engine!r})
         t1 = time.time()
         clf.classify("I have been feeling a bit off this week and wanted to ask for ideas", context={CONTEXT!r})
         t2 = time.time()
@@ -105,14 +110,24 @@ def cold_start(adapter: str | None) -> dict:
             "load_s": round(inner["import_and_load_s"], 3), "first_verdict_s": round(inner["first_verdict_s"], 3)}
 
 
-def int8(clf):
-    """The same classifier with its Linear layers dynamically quantized to int8."""
-    import copy
+def lever_quality(clf, sets) -> dict:
+    """Macro-F1 on the test sample and challenge2, and the share of hard negatives flagged."""
+    from sklearn.metrics import f1_score
 
-    q = copy.copy(clf)
-    q._judge = torch.ao.quantization.quantize_dynamic(copy.deepcopy(clf._judge), {torch.nn.Linear}, dtype=torch.qint8)
-    q._lock = threading.Lock()
-    return q
+    from guardrail.taxonomy import LEVELS
+
+    out = {}
+    for name, rows in sets.items():
+        verdicts = clf.classify_batch([{"text": r["text"], "role": r["role"], "context": r.get("context", [])}
+                                       for r in rows], batch_size=32)
+        pred = [LEVELS.index(v.level) for v in verdicts]
+        if name.startswith("hard negatives"):
+            out["hard_negatives_flagged"] = round(sum(x != 0 for x in pred) / len(pred), 4)
+        else:
+            key = "test_macro_f1" if name.startswith("test") else "challenge2_macro_f1"
+            out[key] = round(float(f1_score([LEVELS.index(r["level"]) for r in rows], pred,
+                                            labels=[0, 1, 2], average="macro", zero_division=0)), 4)
+    return out
 
 
 def zero_shot_latency(text: str, reps: int) -> dict:
@@ -161,12 +176,59 @@ def nemo_added_latency(clf, reps: int) -> dict:
     return results
 
 
+def report_p50(turns, n, ctx, threads):
+    return next(r["p50_ms"] for r in turns if (r["turn_tokens"], r["context"], r["threads"]) == (n, ctx, threads))
+
+
+def levers(args, text64: str, reps: int) -> dict:
+    """Each speed lever alone (and the fastest combination): latency of a 64-token turn with
+    3 turns of context at 2 threads, and quality on training/compare.py's seeded sets."""
+    from guardrail import Classifier
+    from guardrail.inputs import Encoder, InputConfig
+    from guardrail.modeling import load_judge
+    from training.compare import comparison_sets
+
+    sets = comparison_sets(Path(args.data), sample=300, cap=150)
+    small = args.small_adapter if args.small_adapter and Path(args.small_adapter).is_dir() else None
+
+    def shorter(clf):
+        short = InputConfig(max_length=64, turn_budget=48, context_turns=clf.config.inputs.context_turns)
+        return Classifier(clf.judge, Encoder(clf.encoder.tokenizer, short), clf.adapter_path)
+
+    def no_prefix_cache():
+        judge, encoder, _ = load_judge(args.adapter or Classifier.default_path(), prefix_cache=False)
+        return Classifier(judge, encoder, Path(args.adapter or Classifier.default_path()))
+
+    options = {
+        "transformers + peft (the old load path)": lambda: Classifier.load(args.adapter, engine="transformers"),
+        "lean engine, no cached system turn": no_prefix_cache,
+        "lean engine + cached system turn (default)": lambda: Classifier.load(args.adapter),
+        "int8 weights": lambda: Classifier.load(args.adapter, int8=True),
+        "shorter inputs (max_length 64)": lambda: shorter(Classifier.load(args.adapter)),
+    }
+    if small:
+        options["6 layers (adapter trained on 6)"] = lambda: Classifier.load(small)
+        options["6 layers + int8 + max_length 64"] = lambda: shorter(Classifier.load(small, int8=True))
+    out = {}
+    for name, make in options.items():
+        clf = make()
+        xs = time_turns(clf, text64, CONTEXT, reps)
+        out[name] = {"p50_ms": round(statistics.median(xs), 1), "p95_ms": round(pct(xs, 0.95), 1),
+                     "model_id": clf.model_id, **lever_quality(clf, sets)}
+        print(f"lever {name}: {json.dumps(out[name])}", flush=True)
+        del clf
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--adapter", default=None)
+    p.add_argument("--small-adapter", default=str(ROOT / "training" / "models" / "smollm2-L6"),
+                   help="an adapter trained on fewer layers, for the fewer-layers lever (skipped if missing)")
+    p.add_argument("--data", default=str(ROOT / "training" / "build"), help="prepare_data.py output, for lever F1")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latency.json"))
-    p.add_argument("--skip", nargs="*", default=[], choices=["zero_shot", "nemo", "cold_start", "int8"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["zero_shot", "nemo", "cold_start", "levers"])
     args = p.parse_args(argv)
     reps = 8 if args.quick else 40
 
@@ -177,9 +239,9 @@ def main(argv=None) -> int:
                           "torch": torch.__version__, "python": platform.python_version()},
               "generated": time.strftime("%Y-%m-%d %H:%M"), "repetitions": reps}
     clf = Classifier.load(args.adapter)
-    tok = clf._encoder.tokenizer
+    tok = clf.encoder.tokenizer
     report["model_id"] = clf.model_id
-    params = non_embedding_params(clf._judge)
+    params = non_embedding_params(clf.judge)
     report["non_embedding_params"] = params
 
     def log(key, value):
@@ -194,7 +256,7 @@ def main(argv=None) -> int:
             text = text_of(tok, n)
             for ctx_name, ctx in (("none", []), ("3 turns", CONTEXT)):
                 xs = time_turns(clf, text, ctx, reps)
-                seq = len(clf._encoder.encode(text, "user", [Turn(**c) for c in ctx]))
+                seq = len(clf.encoder.encode(text, "user", [Turn(**c) for c in ctx]))
                 floor = 2 * params * seq / (rate * 1e9) * 1000
                 row = {"threads": threads, "turn_tokens": n, "context": ctx_name, "input_tokens": seq,
                        "p50_ms": round(statistics.median(xs), 1), "p95_ms": round(pct(xs, 0.95), 1),
@@ -213,26 +275,18 @@ def main(argv=None) -> int:
         report.setdefault("throughput_turns_per_s", {})[f"batch {bs}"] = round(64 / (time.perf_counter() - t), 1)
     log("throughput", report["throughput_turns_per_s"])
 
-    levers = {}
-    base = time_turns(clf, text64, CONTEXT, reps)
-    levers["fp32 (default)"] = {"p50_ms": round(statistics.median(base), 1), "p95_ms": round(pct(base, 0.95), 1)}
-    if "int8" not in args.skip:
-        q = int8(clf)
-        xs = time_turns(q, text64, CONTEXT, reps)
-        levers["int8 dynamic"] = {"p50_ms": round(statistics.median(xs), 1), "p95_ms": round(pct(xs, 0.95), 1)}
-    xs = time_turns(clf, text_of(tok, 32), CONTEXT[-1:], reps)
-    levers["shorter input (32-token turn, 1 context turn)"] = {"p50_ms": round(statistics.median(xs), 1),
-                                                               "p95_ms": round(pct(xs, 0.95), 1)}
-    report["levers_64_tokens_with_context"] = levers
-    log("levers", levers)
+    if "levers" not in args.skip:
+        report["levers_64_tokens_with_context"] = levers(args, text64, reps)
 
     if "cold_start" not in args.skip:
         report["cold_start"] = cold_start(args.adapter)
-        log("cold_start", report["cold_start"])
+        report["cold_start_transformers_peft"] = cold_start(args.adapter, engine="transformers")
+        log("cold_start", {"lean": report["cold_start"], "transformers": report["cold_start_transformers_peft"]})
     if "nemo" not in args.skip:
         report["nemo"] = nemo_added_latency(clf, max(5, reps // 4))
-        report["nemo"]["classifier_p50_ms"] = levers["fp32 (default)"]["p50_ms"]
-        report["nemo"]["target_ms"] = round(2 * levers["fp32 (default)"]["p50_ms"] + 30, 1)
+        classifier_p50 = report_p50(turns, 64, "3 turns", 2)
+        report["nemo"]["classifier_p50_ms"] = classifier_p50
+        report["nemo"]["target_ms"] = round(2 * classifier_p50 + 30, 1)
         log("nemo", report["nemo"])
     if "zero_shot" not in args.skip:
         report["zero_shot_llm_judge"] = zero_shot_latency(text64, max(5, reps // 4))

@@ -88,14 +88,32 @@ class Classifier:
         self.thresholds: dict[str, float] = dict(judge.config.thresholds)
         self.load_warnings = list(warnings_)
 
+    @property
+    def judge(self):
+        """The torch module (backbone + heads); for benchmarks and export, not for classification."""
+        return self._judge
+
+    @property
+    def encoder(self):
+        """Turns text (+ context) into input ids; see guardrail/inputs.py."""
+        return self._encoder
+
+    @staticmethod
+    def default_path() -> Path:
+        """The adapter ``load()`` uses without a path: $GUARDRAIL_ADAPTER, else the shipped one."""
+        return Path(os.environ.get(ADAPTER_ENV) or DEFAULT_ADAPTER).expanduser()
+
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, base: str | os.PathLike | None = None,
              cache_dir: str | os.PathLike | None = None, threads: int | None = None,
-             strict_base: bool = False) -> "Classifier":
+             strict_base: bool = False, int8: bool = False, engine: str = "auto") -> "Classifier":
         """Load an adapter folder (default: the one shipped in the package, or $GUARDRAIL_ADAPTER).
 
         ``base`` is a local checkpoint folder to use instead of the default SmolLM2 base;
-        ``threads`` sets torch's intra-op threads (default: torch's choice).
+        ``threads`` sets torch's intra-op threads (default: torch's choice);
+        ``int8`` quantizes the decoder weights (faster, less accurate: see the README's speed table);
+        ``engine`` is "auto" (the lean one-file LLaMA in guardrail/llama.py when the base allows),
+        "lean" or "transformers" (transformers + peft: slower to start, same scores).
         """
         import torch
 
@@ -103,8 +121,9 @@ class Classifier:
 
         if threads:
             torch.set_num_threads(threads)
-        folder = Path(path or os.environ.get(ADAPTER_ENV) or DEFAULT_ADAPTER).expanduser()
-        judge, encoder, notes = load_judge(folder, base=base, cache=cache_dir, strict_base=strict_base)
+        folder = Path(path).expanduser() if path else cls.default_path()
+        judge, encoder, notes = load_judge(folder, base=base, cache=cache_dir, strict_base=strict_base, int8=int8,
+                                           engine=engine)
         for note in notes:
             warnings.warn(note, stacklevel=2)
         return cls(judge, encoder, folder, notes)

@@ -12,13 +12,17 @@ is always the same "verdict" position. Budgeting rules:
 """
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .taxonomy import check_role
 
 SYSTEM_PROMPT = "Judge the emotional safety of the last turn of this conversation."
-VERDICT_SUFFIX = "<|im_start|>verdict\n"
+VERDICT_ROLE = "verdict"        # the sequence ends with "<|im_start|>verdict\n"
 ELLIPSIS = " … "
 
 
@@ -56,34 +60,85 @@ class InputConfig:
                 "context_turns": self.context_turns}
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+
+
+class TextTokenizer:
+    """A Hugging Face ``tokenizer.json`` read with the ``tokenizers`` library alone.
+
+    transformers' AutoTokenizer wraps the same object but importing it costs seconds of
+    cold start. Special tokens written inside a message are encoded as plain text (what
+    transformers calls ``split_special_tokens=True``), so a message cannot spoof a role marker.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        from tokenizers import Tokenizer
+
+        self.folder = Path(folder)
+        path = self.folder / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: the judge needs a fast (tokenizer.json) tokenizer")
+        self.backend = Tokenizer.from_file(str(path))
+        self.backend.encode_special_tokens = True
+        settings_path = self.folder / "tokenizer_config.json"
+        settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+
+        def special(name: str) -> int | None:
+            value = settings.get(name)
+            value = value.get("content") if isinstance(value, dict) else value
+            return self.token_id(value) if value else None
+
+        self.eos_id = special("eos_token")
+        pad = special("pad_token")
+        self.pad_id = pad if pad is not None else (self.eos_id if self.eos_id is not None else 0)
+
+    def ids(self, text: str) -> list[int]:
+        return self.backend.encode(text, add_special_tokens=False).ids
+
+    def token_id(self, token: str) -> int | None:
+        return self.backend.token_to_id(token)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.backend.decode(list(ids), skip_special_tokens=False)
+
+    def save(self, folder: str | os.PathLike) -> None:
+        for name in TOKENIZER_FILES:
+            if (self.folder / name).is_file() and Path(folder).resolve() != self.folder.resolve():
+                shutil.copyfile(self.folder / name, Path(folder) / name)
+
+
 @dataclass
 class Encoder:
     """Encodes turns for one tokenizer; built once per model."""
 
-    tokenizer: Any
+    tokenizer: TextTokenizer
     config: InputConfig = field(default_factory=InputConfig)
 
     def __post_init__(self) -> None:
-        tok = self.tokenizer
         self._start = self._special("<|im_start|>")
         self._end = self._special("<|im_end|>")
         self._newline = self._ids("\n")
         self._prefix = self._header("system") + self._ids(SYSTEM_PROMPT) + self._end + self._newline
-        self._suffix = tok(VERDICT_SUFFIX, add_special_tokens=False)["input_ids"]
+        self._suffix = self._header(VERDICT_ROLE)
         self._ellipsis = self._ids(ELLIPSIS)
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        self.pad_id = self.tokenizer.pad_id
         fixed = len(self._prefix) + len(self._suffix) + len(self._header("assistant")) + len(self._end) + 1
         if self.config.max_length < fixed + 8:
             raise ValueError(f"max_length {self.config.max_length} leaves no room for text (needs > {fixed + 8})")
 
+    @property
+    def prefix_ids(self) -> list[int]:
+        """The fixed start of every input (the judge's system turn); its keys/values can be cached."""
+        return list(self._prefix)
+
     def _special(self, token: str) -> list[int]:
-        tid = self.tokenizer.convert_tokens_to_ids(token)
-        if tid is None or tid == self.tokenizer.unk_token_id:
+        tid = self.tokenizer.token_id(token)
+        if tid is None:
             return self._ids(token)  # tokenizers without ChatML markers still get a readable marker
         return [tid]
 
     def _ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        return self.tokenizer.ids(text)
 
     def _header(self, role: str) -> list[int]:
         return self._start + self._ids(role + "\n")

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import base_model
-from .inputs import Encoder, InputConfig
+from . import base_model, llama
+from .inputs import Encoder, InputConfig, TextTokenizer
 from .taxonomy import CATEGORIES, LEVELS
 
 FORMAT_VERSION = 1
@@ -87,10 +87,12 @@ class Judge(nn.Module):
         self.category_head = nn.Linear(hidden_size, len(config.categories))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        hidden = out.last_hidden_state
-        last = attention_mask.sum(dim=1) - 1  # right padding: index of the last real token
-        pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+        if isinstance(self.backbone, llama.Llama):  # the lean inference stack returns the last token's state
+            pooled = self.backbone(input_ids, attention_mask)
+        else:
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+            last = attention_mask.sum(dim=1) - 1  # right padding: index of the last real token
+            pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]
         return self.level_head(pooled), self.category_head(pooled)
 
     def heads_state(self) -> dict[str, torch.Tensor]:
@@ -126,13 +128,8 @@ def load_backbone(base_dir: Path, num_layers: int) -> nn.Module:
     return model
 
 
-def load_tokenizer(folder: Path):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(folder)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    return tok
+def load_tokenizer(folder: Path) -> TextTokenizer:
+    return TextTokenizer(folder)
 
 
 def new_judge(config: JudgeConfig, base: str | os.PathLike | None = None,
@@ -165,7 +162,7 @@ def save_adapter(judge: Judge, encoder: Encoder, folder: str | os.PathLike) -> P
     judge.backbone.save_pretrained(folder)  # peft: adapter_config.json + adapter_model.safetensors
     heads = {k: v.detach().contiguous().cpu() for k, v in judge.heads_state().items()}
     save_file(heads, str(folder / HEADS_FILE))
-    encoder.tokenizer.save_pretrained(folder)
+    encoder.tokenizer.save(folder)
     digest = hashlib.sha256()
     for name in ("adapter_model.safetensors", HEADS_FILE):
         digest.update((folder / name).read_bytes())
@@ -192,17 +189,24 @@ def read_config(folder: str | os.PathLike) -> JudgeConfig:
 
 def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
                cache: str | os.PathLike | None = None, merge: bool = True,
-               strict_base: bool = False) -> tuple[Judge, Encoder, list[str]]:
+               strict_base: bool = False, engine: str = "auto", int8: bool = False,
+               prefix_cache: bool = True) -> tuple[Judge, Encoder, list[str]]:
     """Rebuild a judge from an adapter folder. Returns (judge, encoder, warnings).
 
     ``merge`` folds the LoRA weights into the base for faster inference (no training after).
+    ``engine``: "lean" runs :mod:`guardrail.llama` (no transformers or peft import: the
+    fast cold start), "transformers" runs transformers + peft, "auto" picks lean when the
+    base is a plain LLaMA and ``merge`` is on. ``int8`` quantizes the decoder's Linear
+    weights to int8 after merging (dynamic quantization; the heads stay fp32).
+    ``prefix_cache`` (lean engine) computes the system turn's keys/values once at load.
     A base whose checksum differs from the one the adapter was trained on is a warning,
     or an error with ``strict_base``.
     """
-    from peft import PeftModel
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    if engine not in ("auto", "lean", "transformers"):
+        raise ValueError(f"engine must be auto, lean or transformers, got {engine!r}")
     folder = Path(folder)
     config = read_config(folder)
     notes: list[str] = []
@@ -214,22 +218,57 @@ def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
         if strict_base:
             raise AdapterError(msg)
         notes.append(msg)
-    backbone = load_backbone(base_dir, config.num_layers)
+    lean_why = "merge=False" if not merge else llama.supported(json.loads((base_dir / "config.json").read_text()))
+    if engine == "lean" and lean_why:
+        raise AdapterError(f"the lean engine cannot run this judge: {lean_why}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # transformers deprecation noise inside peft
-            backbone = PeftModel.from_pretrained(backbone, folder, is_trainable=not merge)
-            if merge:
-                backbone = backbone.merge_and_unload()
+        if lean_why is None and engine != "transformers":
+            backbone = llama.load(base_dir, config.num_layers, folder)
+            hidden = backbone.shape.hidden_size
+        else:
+            backbone = _peft_backbone(base_dir, config.num_layers, folder, merge)
+            hidden = backbone.config.hidden_size
         heads = load_file(str(folder / HEADS_FILE))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+    except (SafetensorError, OSError, ValueError, RuntimeError, KeyError, NotImplementedError) as exc:
         raise AdapterError(f"cannot load the adapter weights in {folder}: {exc}") from exc
-    judge = Judge(backbone, backbone.config.hidden_size, config)
+    judge = Judge(backbone, hidden, config)
     try:
         judge.level_head.load_state_dict({k.split(".", 1)[1]: v for k, v in heads.items() if k.startswith("level_head.")})
         judge.category_head.load_state_dict({k.split(".", 1)[1]: v for k, v in heads.items() if k.startswith("category_head.")})
     except RuntimeError as exc:
         raise AdapterError(f"heads in {folder / HEADS_FILE} do not fit the base model: {exc}") from exc
     judge.eval()
-    tok_dir = folder if (folder / "tokenizer_config.json").is_file() else base_dir
-    return judge, Encoder(load_tokenizer(tok_dir), config.inputs), notes
+    if int8:
+        if not merge:
+            raise ValueError("int8 needs merge=True (a quantized judge cannot be trained)")
+        quantize_int8(judge)
+    tok_dir = folder if (folder / "tokenizer.json").is_file() else base_dir
+    encoder = Encoder(load_tokenizer(tok_dir), config.inputs)
+    if prefix_cache and isinstance(judge.backbone, llama.Llama):
+        judge.backbone.cache_prefix(encoder.prefix_ids)
+    return judge, encoder, notes
+
+
+def quantize_int8(judge: Judge) -> Judge:
+    """Dynamic int8 quantization of the decoder's Linear layers, in place (heads stay fp32:
+    they are tiny and carry the calibrated decision)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    for module in judge.backbone.modules():
+        if isinstance(module, llama.Linear):
+            module.__class__ = nn.Linear  # same parameters; the quantizer matches exact types
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao deprecation notice
+        judge.backbone = quantize_dynamic(judge.backbone, {nn.Linear}, dtype=torch.qint8)
+    return judge
+
+
+def _peft_backbone(base_dir: Path, num_layers: int, folder: Path, merge: bool) -> nn.Module:
+    """transformers + peft: any LLaMA-family base, and the only way to keep training an adapter."""
+    from peft import PeftModel
+
+    backbone = load_backbone(base_dir, num_layers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers deprecation noise inside peft
+        backbone = PeftModel.from_pretrained(backbone, folder, is_trainable=not merge)
+        return backbone.merge_and_unload() if merge else backbone

@@ -87,9 +87,7 @@ def load_setting(name: str, adapters: dict[str, str], data: Path):
     from guardrail import Classifier
     from training.evaluate import model_scorer
 
-    clf = Classifier.load(adapters.get(name))
-    if name.endswith("int8"):
-        clf._judge = torch.ao.quantization.quantize_dynamic(clf._judge, {torch.nn.Linear}, dtype=torch.qint8)
+    clf = Classifier.load(adapters.get(name), int8=name.endswith("int8"))
     return model_scorer(clf), clf.thresholds
 
 

@@ -4,6 +4,8 @@
     python training/train.py --out guardrail/adapter      # the shipped default
     python training/train.py --base ~/models/Llama-3.2-1B # another LLaMA-family base
     python training/train.py --max-examples 200 --out /tmp/smoke   # smoke run
+    python training/train.py --set model.num_layers=6 --set "model.lora_layers=[2,3,4,5]" \
+        --out training/models/smollm2-L6                  # a smaller size (see training/compare.py)
 
 Checkpoints go to <out>/checkpoint.pt every ``checkpoint_every`` steps; running the same
 command again resumes from there (``--restart`` ignores it).
@@ -106,6 +108,15 @@ def fit_thresholds(probs, targets, own=None, min_positives=20):
     return out
 
 
+def apply_override(cfg: dict, spec: str) -> None:
+    """``section.key=value`` with a YAML value; an unknown key is an error (typos must not pass silently)."""
+    key, sep, value = spec.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or section not in cfg or name not in cfg[section]:
+        sys.exit(f"error: --set wants SECTION.KEY=VALUE with a key of {Path('training/config.yaml')}, got {spec!r}")
+    cfg[section][name] = yaml.safe_load(value)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Train the guardrail's LoRA judge")
     p.add_argument("--config", default=str(ROOT / "training" / "config.yaml"))
@@ -116,9 +127,13 @@ def main(argv=None):
     p.add_argument("--max-examples", type=int, default=None)
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value (YAML syntax), e.g. model.num_layers=6")
     args = p.parse_args(argv)
 
     cfg = yaml.safe_load(Path(args.config).read_text())
+    for spec in args.set:
+        apply_override(cfg, spec)
     mc, tc = cfg["model"], cfg["train"]
     if args.max_examples is not None:
         tc["max_examples"] = args.max_examples

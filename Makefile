@@ -10,7 +10,7 @@ export NEMO_GUARDRAILS_NO_USAGE_STATS := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo classify test install data train evaluate compare bench clean
+.PHONY: demo classify test install data train train-small evaluate compare bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +39,10 @@ data: $(STAMP)
 
 train: data
 	$(PY) training/train.py --out guardrail/adapter
+
+# the second model size of the comparison: the same recipe on the first 6 of SmolLM2's 30 layers
+train-small: data
+	$(PY) training/train.py --set model.num_layers=6 --set "model.lora_layers=[2,3,4,5]" --out training/models/smollm2-L6
 
 evaluate: $(STAMP)
 	$(PY) training/evaluate.py

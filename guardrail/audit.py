@@ -90,10 +90,15 @@ def _key_for(path: Path) -> bytes:
 class AuditLog:
     """Append-only event store. Thread-safe; one connection guarded by a lock."""
 
-    def __init__(self, path: str | os.PathLike, include_text: bool = False, synchronous: str = "FULL"):
+    PRUNE_EVERY = 500  # records between two retention passes (plus one at open)
+
+    def __init__(self, path: str | os.PathLike, include_text: bool = False, synchronous: str = "FULL",
+                 retention_days: float | None = None):
         self.path = Path(path).expanduser()
         self.include_text = include_text
+        self.retention_days = retention_days
         self._lock = threading.Lock()
+        self._since_prune = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -102,6 +107,7 @@ class AuditLog:
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             self._key = None if include_text else _key_for(self.path)
+            self.prune()
         except (sqlite3.Error, OSError) as e:
             raise AuditError(f"cannot open the audit log {self.path}: {e}. Set `audit.path` in the policy "
                              f"or ${AUDIT_DB_ENV} to a writable file, or `audit.enabled: false`.") from None
@@ -122,6 +128,18 @@ class AuditLog:
         with self._lock:
             self._db.execute(f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                              values)
+            self._since_prune += 1
+        if self.retention_days and self._since_prune >= self.PRUNE_EVERY:
+            self.prune()
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete events older than ``retention_days`` (policy ``audit.retention_days``); returns how many."""
+        if not self.retention_days:
+            return 0
+        cutoff = (now if now is not None else datetime.now(timezone.utc).timestamp()) - self.retention_days * 86400
+        with self._lock:
+            self._since_prune = 0
+            return self._db.execute("DELETE FROM events WHERE time < ?", (cutoff,)).rowcount
 
     def close(self) -> None:
         with self._lock:

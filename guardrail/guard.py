@@ -104,7 +104,8 @@ class Guard:
             path = Path(a.path).expanduser()
             if not path.is_absolute() and policy.path is not None:
                 path = policy.path.parent / path
-        return AuditLog(path, include_text=a.include_text, synchronous=a.synchronous)
+        return AuditLog(path, include_text=a.include_text, synchronous=a.synchronous,
+                        retention_days=a.retention_days)
 
     @classmethod
     def load(cls, policy: str | os.PathLike | dict | None = None, country: str | None = None,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator, model_validator
 
 from .taxonomy import CATEGORIES, LEVELS
 
@@ -139,12 +139,14 @@ class Audit(_Strict):
     """Where non-safe verdicts and actions are recorded (see guardrail/audit.py).
 
     ``path`` is relative to the policy file; $GUARDRAIL_AUDIT_DB overrides it; empty
-    means the user's state folder. The text is kept only with ``include_text``."""
+    means the user's state folder. The text is kept only with ``include_text``.
+    ``retention_days`` deletes older events (at open and every 500 events); empty keeps all."""
 
     enabled: bool = True
     path: Optional[str] = None
     include_text: bool = False
     synchronous: Literal["FULL", "NORMAL"] = "FULL"   # FULL: durable across power loss too
+    retention_days: Optional[PositiveFloat] = None
 
 
 class Policy(_Strict):

@@ -155,3 +155,20 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     bad.write_text("not sqlite")
     assert cli_main(["report", "--db", str(bad)]) == 2
     assert "not a readable audit log" in capsys.readouterr().err
+
+
+def test_retention_deletes_only_old_events(tmp_path):
+    log = AuditLog(tmp_path / "a.sqlite3", retention_days=30)
+    base = {"conversation_id": "c", "role": "user", "level": "unsafe", "categories": ["suicide_self_harm"],
+            "scores": {}, "category_scores": {}, "action": "escalate", "rule": "r", "sticky": False,
+            "backstop": False, "notified": False, "policy_name": "p", "policy_version": "1", "country": None}
+    now = 2_000_000_000.0
+    for i, age_days in enumerate((90, 31, 29, 0)):
+        log.record({**base, "event_id": f"e{i}", "time": now - age_days * 86400}, text="x")
+    assert log.prune(now=now) == 2
+    assert [e["event_id"] for e in read_events(tmp_path / "a.sqlite3")] == ["e2", "e3"]
+    log.close()
+    with pytest.raises(Exception, match="retention_days"):
+        data = load_policy("default").policy.model_dump()
+        data["audit"] = {"retention_days": -1}
+        load_policy(data)

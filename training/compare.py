@@ -4,6 +4,7 @@
     python training/compare.py --sample 500 --cap 0     # bigger sets (the prompted judges
                                                        # take about 1.3 s a turn on 2 cores)
     python training/compare.py --adapter "LoRA L6=training/runs/L6"   # add another size
+                                                # (default: training/models/smollm2-L6, from make train-small)
 
 Settings (in the spirit of Pinzuti et al. 2025, scaled down to this machine):
 keyword list; MiniLM-L6 embeddings + logistic regression (the BERT-class baseline);
@@ -41,6 +42,7 @@ from training.prepare_data import read_jsonl  # noqa: E402
 
 SETTINGS = ["keywords", "MiniLM + LR", "SmolLM2-135M zero-shot", "SmolLM2-135M few-shot (5)",
             "LoRA SmolLM2-135M L12 (shipped)", "LoRA L12 int8"]
+SMALL = ROOT / "training" / "models" / "smollm2-L6"   # the second model size (make train-small)
 LATENCY_TURN = {"role": "user", "text": ("I have been feeling a bit off this week, work is busy and I keep putting off "
                                          "the things I need to do, so I wanted to ask for some ideas on how to get "
                                          "back on track without burning out again"),
@@ -213,6 +215,8 @@ def main(argv=None) -> int:
     data = Path(args.data)
     if not (data / "test.jsonl").is_file():
         sys.exit(f"error: {data / 'test.jsonl'} is missing; run training/prepare_data.py (make data) first")
+    if not args.adapter and (SMALL / "guardrail.json").is_file():
+        args.adapter = [f"LoRA SmolLM2-135M L6={SMALL}"]
     adapters = {}
     for spec in args.adapter:
         if "=" not in spec or not Path(spec.split("=", 1)[1]).is_dir():

@@ -60,8 +60,9 @@ def likely_non_english(text: str) -> bool:
     return len(words) >= 4 and not any(w in _ENGLISH for w in words)
 
 
-def _clean(text: Any) -> tuple[str, list[str]]:
-    """Coerce input to text, never raising for content: bytes are decoded with replacement."""
+def clean_text(text: Any) -> tuple[str, list[str]]:
+    """Coerce input to text, never raising for content: bytes are decoded with replacement.
+    Returns the text and notes ("empty input", decoding, language). The Guard uses it too."""
     notes = []
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8", errors="replace")
@@ -141,7 +142,7 @@ class Classifier:
 
         prepared = []
         for item in items:
-            text, notes = _clean(item.get("text"))
+            text, notes = clean_text(item.get("text"))
             role = check_role(item.get("role") or "user")
             context = [Turn.coerce(t) for t in (item.get("context") or [])]
             prepared.append((self._encoder.encode(text, role, context), role, notes))

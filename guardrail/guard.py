@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from .audit import AuditLog, default_path, AUDIT_DB_ENV
+from .classifier import clean_text
 from .conversation import ConversationStore
 from .inputs import Turn
 from .keywords import keyword_screen
@@ -150,10 +151,7 @@ class Guard:
     def _check(self, text: str, role: str, conversation_id: str,
                context: Sequence[Turn | Mapping[str, Any]] | None) -> Decision:
         check_role(role)
-        if isinstance(text, (bytes, bytearray)):
-            text = bytes(text).decode("utf-8", errors="replace")
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a string, got {type(text).__name__}")
+        text, cleaning = clean_text(text)  # bytes decoded, type checked: the same rules as the classifier
         cid = str(conversation_id)
         store = self.store
         with store.lock:
@@ -173,8 +171,8 @@ class Guard:
         backstop = False
         scores: dict[str, float] = {}
         cat_scores: dict[str, float] = {}
-        if not text.strip():
-            level, cats, notes = "safe", [], ["empty input"]
+        if "empty input" in cleaning:
+            level, cats, notes = "safe", [], cleaning
         else:
             try:
                 verdict = self._judge(text, role, turns[-p.context_turns:] if p.context_turns else [])

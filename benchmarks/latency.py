@@ -14,8 +14,9 @@ Measures, on this machine:
 * levers, one by one, each with its latency and its quality (macro-F1 on a seeded sample of
   the test split, hard negatives flagged, challenge2 macro-F1: training/compare.py's sets):
   transformers + peft (the old load path), the lean engine without and with the cached
-  system-turn keys/values (the default), int8 weights, shorter inputs (max_length 64),
-  fewer layers (an adapter trained on 6 layers, if given), and the fastest combination;
+  system-turn keys/values (the default), int8 gate/up projections, int8 on every
+  projection, shorter inputs (max_length 64), fewer layers (an adapter trained on 6
+  layers, if given) and the fastest combination;
 * the zero-shot LLM-judge rail (the full 30-layer SmolLM2 reading an instruction prompt,
   scored from the label tokens' probabilities), for comparison;
 * the guardrail's added latency inside a NeMo Guardrails turn (input + output rails,
@@ -90,6 +91,11 @@ def cold_start(adapter: str | None, engine: str = "auto") -> dict:
     code = textwrap.dedent(f"""
         import time, resource, json
         t0 = time.time()
+        def peak_rss_mb():  # VmHWM: Linux carries ru_maxrss over exec, so it would show the parent's peak
+            for line in open("/proc/self/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         from guardrail import Classifier
         clf = Classifier.load({adapter!r}, engine={engine!r})
         t1 = time.time()
@@ -98,7 +104,7 @@ def cold_start(adapter: str | None, engine: str = "auto") -> dict:
         for _ in range(20):
             clf.classify("how do I get back on track after a rough week at work, any tips?", context={CONTEXT!r})
         print(json.dumps({{"import_and_load_s": t1 - t0, "first_verdict_s": t2 - t1,
-                           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                           "peak_rss_mb": peak_rss_mb()}}))
     """)
     t = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -185,11 +191,11 @@ def levers(args, text64: str, reps: int) -> dict:
     3 turns of context at 2 threads, and quality on training/compare.py's seeded sets."""
     from guardrail import Classifier
     from guardrail.inputs import Encoder, InputConfig
-    from guardrail.modeling import load_judge
+    from guardrail.modeling import load_judge, quantize_int8
     from training.compare import comparison_sets
 
     sets = comparison_sets(Path(args.data), sample=300, cap=150)
-    small = args.small_adapter if args.small_adapter and Path(args.small_adapter).is_dir() else None
+    small = args.small_adapter if args.small_adapter and (Path(args.small_adapter) / "guardrail.json").is_file() else None
 
     def shorter(clf):
         short = InputConfig(max_length=64, turn_budget=48, context_turns=clf.config.inputs.context_turns)
@@ -199,24 +205,41 @@ def levers(args, text64: str, reps: int) -> dict:
         judge, encoder, _ = load_judge(args.adapter or Classifier.default_path(), prefix_cache=False)
         return Classifier(judge, encoder, Path(args.adapter or Classifier.default_path()))
 
+    def every_projection_int8():
+        judge, encoder, _ = load_judge(args.adapter or Classifier.default_path(), prefix_cache=False)
+        quantize_int8(judge, ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+        judge.backbone.cache_prefix(encoder.prefix_ids)
+        return Classifier(judge, encoder, Path(args.adapter or Classifier.default_path()))
+
     options = {
-        "transformers + peft (the old load path)": lambda: Classifier.load(args.adapter, engine="transformers"),
-        "lean engine, no cached system turn": no_prefix_cache,
-        "lean engine + cached system turn (default)": lambda: Classifier.load(args.adapter),
-        "int8 weights": lambda: Classifier.load(args.adapter, int8=True),
+        "transformers + peft, fp32 (the old load path)": lambda: Classifier.load(args.adapter, engine="transformers", int8=False),
+        "lean engine, fp32, no cached system turn": lambda: no_prefix_cache(),
+        "lean engine, fp32 + cached system turn (default)": lambda: Classifier.load(args.adapter),
+        "+ int8 gate/up projections (int8=True)": lambda: Classifier.load(args.adapter, int8=True),
+        "+ int8 on every projection": lambda: every_projection_int8(),
         "shorter inputs (max_length 64)": lambda: shorter(Classifier.load(args.adapter)),
+        "int8 gate/up + max_length 64": lambda: shorter(Classifier.load(args.adapter, int8=True)),
     }
     if small:
         options["6 layers (adapter trained on 6)"] = lambda: Classifier.load(small)
-        options["6 layers + int8 + max_length 64"] = lambda: shorter(Classifier.load(small, int8=True))
+        options["6 layers + int8 gate/up + max_length 64"] = lambda: shorter(Classifier.load(small, int8=True))
+    # all loaded first, then timed round-robin: this machine's speed drifts by tens of percent
+    # over minutes, and timing one lever after another would credit the drift to a lever
+    loaded = {name: make() for name, make in options.items()}
+    for clf in loaded.values():
+        time_turns(clf, text64, CONTEXT, 2)
+    times: dict[str, list[float]] = {name: [] for name in loaded}
+    for _ in range(reps):
+        for name, clf in loaded.items():
+            t = time.perf_counter()
+            clf.classify(text64, context=CONTEXT)
+            times[name].append(1000 * (time.perf_counter() - t))
     out = {}
-    for name, make in options.items():
-        clf = make()
-        xs = time_turns(clf, text64, CONTEXT, reps)
+    for name, clf in loaded.items():
+        xs = times[name]
         out[name] = {"p50_ms": round(statistics.median(xs), 1), "p95_ms": round(pct(xs, 0.95), 1),
                      "model_id": clf.model_id, **lever_quality(clf, sets)}
         print(f"lever {name}: {json.dumps(out[name])}", flush=True)
-        del clf
     return out
 
 
@@ -292,8 +315,18 @@ def main(argv=None) -> int:
         report["zero_shot_llm_judge"] = zero_shot_latency(text64, max(5, reps // 4))
         log("zero_shot", report["zero_shot_llm_judge"])
 
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    out = Path(args.out)
+    if args.skip and out.is_file():  # a partial re-run keeps the skipped sections of the last full run
+        previous = json.loads(out.read_text())
+        sections = {"cold_start": ("cold_start", "cold_start_transformers_peft"), "nemo": ("nemo",),
+                    "zero_shot": ("zero_shot_llm_judge",), "levers": ("levers_64_tokens_with_context",)}
+        for skipped in args.skip:
+            for key in sections[skipped]:
+                if key in previous:
+                    report[key] = previous[key]
+                    report.setdefault("carried_over_from", {})[key] = previous.get("generated")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 

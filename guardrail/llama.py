@@ -259,6 +259,6 @@ def merge_lora(state: dict[str, torch.Tensor], lora_dir: Path) -> None:
         name = key.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
         if name not in state:
             raise KeyError(f"LoRA weight {key} has no base weight {name}")
-        state[name] = state[name] + scale * (b.float() @ a.float())
+        state[name].add_(b.float() @ a.float(), alpha=scale)  # in place: no second copy of the weights
     if not any(".lora_A." in k for k in weights):
         raise ValueError(f"{lora_dir / 'adapter_model.safetensors'} holds no LoRA weights")

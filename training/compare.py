@@ -41,7 +41,7 @@ from training.evaluate import build_sets, keyword_scorer, metrics, minilm_scorer
 from training.prepare_data import read_jsonl  # noqa: E402
 
 SETTINGS = ["keywords", "MiniLM + LR", "SmolLM2-135M zero-shot", "SmolLM2-135M few-shot (5)",
-            "LoRA SmolLM2-135M L12 (shipped)", "LoRA L12 int8"]
+            "LoRA SmolLM2-135M L12 (shipped)", "LoRA L12 int8 gate/up"]
 SMALL = ROOT / "training" / "models" / "smollm2-L6"   # the second model size (make train-small)
 LATENCY_TURN = {"role": "user", "text": ("I have been feeling a bit off this week, work is busy and I keep putting off "
                                          "the things I need to do, so I wanted to ask for some ideas on how to get "
@@ -89,8 +89,20 @@ def load_setting(name: str, adapters: dict[str, str], data: Path):
     from guardrail import Classifier
     from training.evaluate import model_scorer
 
-    clf = Classifier.load(adapters.get(name), int8=name.endswith("int8"))
+    clf = Classifier.load(adapters.get(name), int8=name.endswith("int8 gate/up"))
     return model_scorer(clf), clf.thresholds
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries it over exec, so a child
+    would report its parent's peak when that is higher."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_one(name: str, sets: dict, adapters: dict[str, str], data: Path, out: Path) -> None:
@@ -106,7 +118,7 @@ def run_one(name: str, sets: dict, adapters: dict[str, str], data: Path, out: Pa
         scorer([LATENCY_TURN])
         lat.append(1000 * (time.perf_counter() - t))
     result = {"setting": name, "load_s": round(load_s, 1), "latency_ms_p50": round(statistics.median(lat[2:]), 1),
-              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+              "peak_rss_mb": round(peak_rss_mb(), 1),
               "thresholds": thresholds, "sets": {}}
     probs = {}
     for set_name, rows in sets.items():

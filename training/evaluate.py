@@ -221,7 +221,7 @@ def build_sets(data: Path, train_rows=None):
 
 def markdown(report):
     lines = [f"# Evaluation report", "",
-             f"Adapter `{report['model_id']}`; generated {report['generated']} by `{report['command']}`.", ""]
+             f"Adapter `{report['model_id']}` ({report.get('weights', 'fp32')}); generated {report['generated']} by `{report['command']}`.", ""]
     systems = list(report["systems"])
     lines += ["## Headline", "",
               "| set | metric | " + " | ".join(systems) + " |",
@@ -268,16 +268,18 @@ def main(argv=None):
     p.add_argument("--train-data", default=None, help="train split for the MiniLM baseline (default: <data>/train.jsonl)")
     p.add_argument("--out", default=str(ROOT / "training" / "reports"))
     p.add_argument("--skip-baselines", action="store_true")
+    p.add_argument("--int8", action="store_true", help="judge with int8 gate/up projections (Classifier.load(int8=True))")
     args = p.parse_args(argv)
     data = Path(args.data)
     if not (data / "test.jsonl").is_file():
         sys.exit(f"error: {data / 'test.jsonl'} is missing; run training/prepare_data.py first")
     from guardrail import Classifier
 
-    clf = Classifier.load(args.adapter)
+    clf = Classifier.load(args.adapter, int8=args.int8)
     train_rows = read_jsonl(Path(args.train_data) if args.train_data else data / "train.jsonl")
     sets = build_sets(data, train_rows)
-    report = {"model_id": clf.model_id, "generated": time.strftime("%Y-%m-%d %H:%M"),
+    report = {"model_id": clf.model_id, "weights": "int8 gate/up projections" if args.int8 else "fp32",
+              "generated": time.strftime("%Y-%m-%d %H:%M"),
               "command": "python " + " ".join(["training/evaluate.py"] + (argv or sys.argv[1:])),
               "thresholds": clf.thresholds, "systems": {}}
     t = time.time()

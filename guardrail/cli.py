@@ -26,6 +26,13 @@ class UserError(Exception):
     """A mistake the user can fix; printed without a traceback."""
 
 
+
+def json_line(obj) -> str:
+    """JSON on one line, UTF-8 kept readable, but U+0085, U+2028 and U+2029 escaped: readers
+    that split lines the Unicode way (Python's str.splitlines) would otherwise cut a record."""
+    text = json.dumps(obj, ensure_ascii=False)
+    return text.replace("\x85", "\\u0085").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
 def _bar(total: int | None, desc: str):
     from tqdm import tqdm
 
@@ -82,7 +89,7 @@ def classify_file(clf, src: TextIO, dst: TextIO, batch_size: int, strict: bool, 
         for obj, verdict in zip(pending, clf.classify_batch(pending, batch_size=batch_size)):
             obj.update(level=verdict.level, scores=verdict.scores, categories=verdict.categories,
                        flagged=verdict.flagged)
-            dst.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            dst.write(json_line(obj) + "\n")
         dst.flush()
         written += len(pending)
         bar.update(len(pending))
@@ -143,7 +150,7 @@ def cmd_classify(args) -> int:
 
 def show(clf, text: str, role: str, context: list, as_json: bool) -> None:
     verdict = clf.classify(text, role=role, context=context)
-    print(json.dumps(verdict.to_dict(), ensure_ascii=False) if as_json else format_verdict(verdict))
+    print(json_line(verdict.to_dict()) if as_json else format_verdict(verdict))
 
 
 def interactive(clf, args) -> None:

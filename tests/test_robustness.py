@@ -107,3 +107,13 @@ def test_a_missing_base_fails_at_load_with_what_to_fix(tmp_path):
     with pytest.raises(BaseModelError, match="does not exist"):
         Classifier.load(base=tmp_path / "no-such-model")
     assert cli_main(["classify", "--base", str(tmp_path / "no-such-model"), "hi"]) == 2
+
+
+def test_cli_output_survives_unicode_line_separators(tmp_path):
+    """U+0085 / U+2028 / U+2029 inside a text must not split a JSON Lines record (found by hypothesis)."""
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    texts = ["\x85", "a\u2028b", "c\u2029d"]
+    src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
+    assert cli_main(["classify", "--input", str(src), "--output", str(dst)]) == 0
+    out = [json.loads(line) for line in dst.read_text(encoding="utf-8").splitlines()]
+    assert [o["text"] for o in out] == texts

@@ -195,6 +195,7 @@ def levers(args, text64: str, reps: int) -> dict:
     from training.compare import comparison_sets
 
     sets = comparison_sets(Path(args.data), sample=300, cap=150)
+    folder = Path(args.adapter) if args.adapter else Classifier.default_path()
     small = args.small_adapter if args.small_adapter and (Path(args.small_adapter) / "guardrail.json").is_file() else None
 
     def shorter(clf):
@@ -202,14 +203,14 @@ def levers(args, text64: str, reps: int) -> dict:
         return Classifier(clf.judge, Encoder(clf.encoder.tokenizer, short), clf.adapter_path)
 
     def no_prefix_cache():
-        judge, encoder, _ = load_judge(args.adapter or Classifier.default_path(), prefix_cache=False)
-        return Classifier(judge, encoder, Path(args.adapter or Classifier.default_path()))
+        judge, encoder, _ = load_judge(folder, prefix_cache=False)
+        return Classifier(judge, encoder, folder)
 
     def every_projection_int8():
-        judge, encoder, _ = load_judge(args.adapter or Classifier.default_path(), prefix_cache=False)
+        judge, encoder, _ = load_judge(folder, prefix_cache=False)
         quantize_int8(judge, ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
-        judge.backbone.cache_prefix(encoder.prefix_ids)
-        return Classifier(judge, encoder, Path(args.adapter or Classifier.default_path()))
+        judge.backbone.cache_prefix(encoder.prefix_ids)  # after quantizing: the cache must match the weights
+        return Classifier(judge, encoder, folder)
 
     options = {
         "transformers + peft, fp32 (the old load path)": lambda: Classifier.load(args.adapter, engine="transformers", int8=False),

@@ -85,8 +85,7 @@ class Judge(nn.Module):
         self.config = config
         self.level_head = nn.Linear(hidden_size, len(config.levels))
         self.category_head = nn.Linear(hidden_size, len(config.categories))
-
-    row_by_row = False  # set by quantize_int8
+        self.row_by_row = False  # set by quantize_int8: each row runs alone (see forward)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.row_by_row and input_ids.size(0) > 1:
@@ -203,8 +202,8 @@ def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
     ``merge`` folds the LoRA weights into the base for faster inference (no training after).
     ``engine``: "lean" runs :mod:`guardrail.llama` (no transformers or peft import: the
     fast cold start), "transformers" runs transformers + peft, "auto" picks lean when the
-    base is a plain LLaMA and ``merge`` is on. ``int8`` quantizes the decoder's Linear
-    weights to int8 after merging (dynamic quantization; the heads stay fp32).
+    base is a plain LLaMA and ``merge`` is on. ``int8`` quantizes the MLP's gate and up
+    projections after merging (see :func:`quantize_int8`).
     ``prefix_cache`` (lean engine) computes the system turn's keys/values once at load.
     A base whose checksum differs from the one the adapter was trained on is a warning,
     or an error with ``strict_base``.

@@ -159,6 +159,30 @@ def new_judge(config: JudgeConfig, base: str | os.PathLike | None = None,
     return judge, Encoder(tokenizer, config.inputs)
 
 
+def warm_start(judge: Judge, folder: str | os.PathLike) -> dict:
+    """Copy a trained adapter's LoRA weights and heads into a fresh trainable judge.
+
+    For a second, shorter training stage (``train.py --init``). The adapter must have the
+    same layers, LoRA shape and base model; returns its ``training`` record."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    old = read_config(folder)
+    mine = judge.config
+    for name in ("num_layers", "lora_r", "lora_alpha", "lora_targets", "lora_layers", "base_sha256"):
+        a, b = getattr(old, name), getattr(mine, name)
+        if (sorted(a) if isinstance(a, list) else a) != (sorted(b) if isinstance(b, list) else b):
+            raise AdapterError(f"cannot start from {folder}: its {name} is {a!r}, this run's is {b!r}")
+    result = set_peft_model_state_dict(judge.backbone, load_file(str(folder / "adapter_model.safetensors")))
+    if getattr(result, "unexpected_keys", None):
+        raise AdapterError(f"{folder}: LoRA weights that fit no layer: {result.unexpected_keys[:3]}")
+    heads = load_file(str(folder / HEADS_FILE))
+    judge.level_head.load_state_dict({k.split(".", 1)[1]: v for k, v in heads.items() if k.startswith("level_head.")})
+    judge.category_head.load_state_dict({k.split(".", 1)[1]: v for k, v in heads.items() if k.startswith("category_head.")})
+    return old.training
+
+
 def save_adapter(judge: Judge, encoder: Encoder, folder: str | os.PathLike) -> Path:
     """Write the adapter folder (LoRA weights, heads, config, tokenizer); returns its path."""
     from safetensors.torch import save_file

@@ -45,3 +45,37 @@ def test_smoke_training_and_round_trip(tmp_path):
     probs = torch.softmax(lv / cfg["level_temperature"], -1)
     for row, v in zip(probs.tolist(), a):
         assert all(abs(p - v.scores[k]) < 1e-3 for p, k in zip(row, ("safe", "borderline", "unsafe")))
+
+    # a second stage starts from this adapter and records where it came from
+    out2 = tmp_path / "stage2"
+    r = subprocess.run([sys.executable, str(ROOT / "training/train.py"), "--data", str(data), "--out", str(out2),
+                        "--init", str(out), "--max-examples", "32", "--epochs", "1"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stage2 = json.loads((out2 / "guardrail.json").read_text())
+    assert stage2["training"]["init"]["adapter"] == cfg["model_id"]
+    assert stage2["model_id"] != cfg["model_id"]
+
+
+def test_warm_start_copies_the_adapter_exactly():
+    """A fresh trainable judge warm-started from the shipped adapter scores like it."""
+    import pytest
+
+    from guardrail import Classifier
+    from guardrail.modeling import AdapterError, JudgeConfig, load_judge, new_judge, read_config, warm_start
+
+    folder = Classifier.default_path()
+    shipped = read_config(folder)
+    fresh, enc = new_judge(JudgeConfig.from_dict({**shipped.to_dict(), "training": {}}))
+    before = warm_start(fresh, folder)
+    assert before["train_examples"] == shipped.training["train_examples"]
+    ref, _, _ = load_judge(folder, merge=False, engine="transformers")
+    fresh.eval(), ref.eval()
+    ids, mask = enc.pad([enc.encode("I want to end it all tonight", "user"), enc.encode("kill the process", "user")])
+    with torch.inference_mode():
+        for a, b in zip(fresh(ids, mask), ref(ids, mask)):
+            assert torch.allclose(a, b, atol=1e-5)
+
+    smaller, _ = new_judge(JudgeConfig.from_dict({**shipped.to_dict(), "num_layers": 4, "lora_layers": [2, 3]}))
+    with pytest.raises(AdapterError, match="num_layers"):
+        warm_start(smaller, folder)

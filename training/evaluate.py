@@ -6,7 +6,8 @@
 Sets: the project's held-out test split (from prepare_data.py), sliced by source and
 by length, the separate challenge set (training/data/challenge, never trained on), the
 blind challenge2 set (training/data/challenge2, written without sight of the training
-data; also scored on its "novel" turns, those with no near-duplicate in the train split)
+data; also scored on its "novel" turns, those with no near-duplicate in the train split),
+the blind challenge3 set (training/data/challenge3, written the same way after adapter v4)
 and the hard negatives (benign look-alikes: held-out own ones + both challenges'). For each:
 trinary macro-F1, per-level precision/recall, unsafe recall, false-positive rate on safe
 turns, per-category F1 and AUPRC, expected calibration error, confusion matrix.
@@ -32,6 +33,7 @@ from training.prepare_data import read_jsonl, validate  # noqa: E402
 
 CHALLENGE = ROOT / "training" / "data" / "challenge" / "challenge.jsonl"
 CHALLENGE2 = ROOT / "training" / "data" / "challenge2" / "challenge2.jsonl"
+CHALLENGE3 = ROOT / "training" / "data" / "challenge3" / "challenge3.jsonl"
 NEAR = 0.5   # word-set Jaccard at or above which a challenge2 turn counts as seen in training
 
 
@@ -183,7 +185,8 @@ def build_sets(data: Path, train_rows=None):
     test = read_jsonl(data / "test.jsonl")
     challenge = read_jsonl(CHALLENGE) if CHALLENGE.exists() else []
     challenge2 = read_jsonl(CHALLENGE2) if CHALLENGE2.exists() else []
-    for path, rows in ((CHALLENGE, challenge), (CHALLENGE2, challenge2)):
+    challenge3 = read_jsonl(CHALLENGE3) if CHALLENGE3.exists() else []
+    for path, rows in ((CHALLENGE, challenge), (CHALLENGE2, challenge2), (CHALLENGE3, challenge3)):
         for n, r in enumerate(rows, 1):
             validate(r, f"{path.name}:{n}")
     sets = {"test (all)": test}
@@ -213,6 +216,10 @@ def build_sets(data: Path, train_rows=None):
             groups[r.get("group", "other")].append(r)
         for k in sorted(groups):
             sets[f"challenge2 / {k}"] = groups[k]
+    if challenge3:
+        sets["challenge3 (blind, all)"] = challenge3
+        for k in sorted({r.get("group", "other") for r in challenge3}):
+            sets[f"challenge3 / {k}"] = [r for r in challenge3 if r.get("group", "other") == k]
     sets["hard negatives (held-out)"] = ([r for r in test if r["source"].startswith("own:hard_negatives")]
                                          + [r for r in challenge if r.get("group") == "hard_negative"]
                                          + [r for r in challenge2 if r.get("group") == "look_alike"])
@@ -230,10 +237,12 @@ def markdown(report):
                       ("challenge (held-out, all)", "macro_f1"), ("challenge (held-out, all)", "unsafe_recall"),
                       ("challenge2 (blind, all)", "macro_f1"), ("challenge2 (blind, novel)", "macro_f1"),
                       ("challenge2 (blind, all)", "unsafe_recall"), ("challenge2 (blind, all)", "safe_fpr"),
+                      ("challenge3 (blind, all)", "macro_f1"), ("challenge3 (blind, all)", "unsafe_recall"),
+                      ("challenge3 / look_alike", "safe_fpr"),
                       ("hard negatives (held-out)", "safe_fpr")]:
         vals = [report["systems"][k].get(s, {}).get(metric) for k in systems]
         lines.append(f"| {s} | {metric} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in vals) + " |")
-    for s in ("test (all)", "challenge (held-out, all)", "challenge2 (blind, all)"):
+    for s in ("test (all)", "challenge (held-out, all)", "challenge2 (blind, all)", "challenge3 (blind, all)"):
         vals = [report["systems"][k].get(s, {}).get("categories", {}).get("suicide_self_harm", {}).get("f1") for k in systems]
         lines.append(f"| {s} | suicide_self_harm F1 | " + " | ".join("-" if v is None else f"{v:.3f}" for v in vals) + " |")
     lines += ["", "`safe_fpr` on the hard negatives is the share of benign look-alikes flagged (borderline or unsafe).", ""]
@@ -247,7 +256,7 @@ def markdown(report):
             lines.append(f"| {s} | {m['n']} | {m['macro_f1']:.3f} | {m['accuracy']:.3f} | {f(m['unsafe_recall'])} | "
                          f"{f(m['safe_fpr'])} | {m['ece']:.3f} | " + " | ".join(
                              f"{pl[lvl]['precision']:.2f}/{pl[lvl]['recall']:.2f}" for lvl in LEVELS) + " |")
-        for s in ("test (all)", "challenge (held-out, all)", "challenge2 (blind, all)"):
+        for s in ("test (all)", "challenge (held-out, all)", "challenge2 (blind, all)", "challenge3 (blind, all)"):
             if s in res and "categories" in res[s]:
                 lines += ["", f"Categories on {s} (F1 / AUPRC / support):", "",
                           "| " + " | ".join(CATEGORIES) + " |", "|" + "---|" * len(CATEGORIES),

@@ -6,6 +6,8 @@
     python training/train.py --max-examples 200 --out /tmp/smoke   # smoke run
     python training/train.py --set model.num_layers=6 --set "model.lora_layers=[2,3,4,5]" \
         --out training/models/smollm2-L6                  # a smaller size (see training/compare.py)
+    python training/train.py --init guardrail/adapter --config training/polish.yaml \
+        --out training/runs/polish                        # a second, shorter stage from an adapter
 
 Checkpoints go to <out>/checkpoint.pt every ``checkpoint_every`` steps; running the same
 command again resumes from there (``--restart`` ignores it).
@@ -27,9 +29,9 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from guardrail.inputs import InputConfig  # noqa: E402
-from guardrail.modeling import JudgeConfig, new_judge, save_adapter  # noqa: E402
+from guardrail.modeling import JudgeConfig, new_judge, read_config, save_adapter, warm_start  # noqa: E402
 from guardrail.taxonomy import CATEGORIES, LEVELS  # noqa: E402
-from training.prepare_data import read_jsonl  # noqa: E402
+from training.prepare_data import OWN_DIR, load_own, norm, read_jsonl, split_of  # noqa: E402
 
 
 def encode_all(encoder, rows):
@@ -108,6 +110,36 @@ def fit_thresholds(probs, targets, own=None, min_positives=20):
     return out
 
 
+def extra_own_rows(folders, seed, known):
+    """Train-split rows of own example files outside ``own/*.jsonl`` (e.g. ``candidates``).
+
+    The same seeded text hash as prepare_data decides the split, so their validation and
+    test parts stay unseen; texts already in the training set are skipped."""
+    rows = []
+    for name in folders:
+        folder = OWN_DIR / name
+        if not folder.is_dir():
+            sys.exit(f"error: train.extra_own names {folder}, which is not a folder")
+        for r in load_own(folder):
+            key = norm(r["text"]) + "|" + r["role"]
+            if split_of(r["text"], seed) == "train" and key not in known:
+                known.add(key)
+                rows.append(r)
+    return rows
+
+
+def load_settings(path: Path) -> dict:
+    """A YAML config; ``inherit: other.yaml`` loads that file first and updates it section by section."""
+    cfg = yaml.safe_load(path.read_text())
+    parent = cfg.pop("inherit", None)
+    if parent is None:
+        return cfg
+    base = load_settings(path.parent / parent)
+    for section, values in cfg.items():
+        base.setdefault(section, {}).update(values)
+    return base
+
+
 def apply_override(cfg: dict, spec: str) -> None:
     """``section.key=value`` with a YAML value; an unknown key is an error (typos must not pass silently)."""
     key, sep, value = spec.partition("=")
@@ -127,11 +159,13 @@ def main(argv=None):
     p.add_argument("--max-examples", type=int, default=None)
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--init", default=None, metavar="ADAPTER",
+                   help="start from this adapter's LoRA weights and heads (a second training stage)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value (YAML syntax), e.g. model.num_layers=6")
     args = p.parse_args(argv)
 
-    cfg = yaml.safe_load(Path(args.config).read_text())
+    cfg = load_settings(Path(args.config))
     for spec in args.set:
         apply_override(cfg, spec)
     mc, tc = cfg["model"], cfg["train"]
@@ -155,10 +189,23 @@ def main(argv=None):
                      lora_layers=mc.get("lora_layers"),
                      inputs=InputConfig(mc["max_length"], mc["turn_budget"], mc["context_turns"]))
     judge, encoder = new_judge(jc, args.base, args.cache_dir)
+    stage1 = None
+    if args.init:
+        before = warm_start(judge, args.init)
+        stage1 = {"adapter": read_config(args.init).model_id, "steps": before.get("steps"),
+                  "train_seconds": before.get("train_seconds"), "train_examples": before.get("train_examples")}
+        print(f"starting from {args.init} ({stage1['adapter']})", file=sys.stderr)
 
     # --- data ----------------------------------------------------------------------------
     train_rows = read_jsonl(data / "train.jsonl")
+    known = {norm(r["text"]) + "|" + r["role"] for r in train_rows}
+    train_rows += extra_own_rows(tc.get("extra_own") or [], cfg["data"]["seed"], known)
     own = [r for r in train_rows if r["source"].startswith("own:")]
+    share = tc.get("source_share", 1.0)
+    if share < 1.0:  # a second stage replays a sample of the sources so it does not forget them
+        others = [r for r in train_rows if not r["source"].startswith("own:")]
+        others = random.Random(tc["seed"]).sample(others, round(len(others) * share))
+        train_rows = own + others
     train_rows = train_rows + own * (tc.get("own_repeat", 1) - 1)
     if tc.get("max_examples"):
         rng.shuffle(train_rows)
@@ -241,7 +288,7 @@ def main(argv=None):
     acc = (lv.argmax(1) == labels).float().mean().item()
     sources = sorted({r["source"] for r in train_rows})
     jc.training = {"config": cfg, "train_examples": len(train), "own_examples": len(own),
-                   "steps": steps, "train_seconds": round(train_seconds, 1),
+                   "steps": steps, "train_seconds": round(train_seconds, 1), "init": stage1,
                    "sources": sources, "val_accuracy": round(acc, 4),
                    "torch_threads": torch.get_num_threads(),
                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")}

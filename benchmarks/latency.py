@@ -223,6 +223,7 @@ def levers(args, text64: str, reps: int) -> dict:
     }
     if small:
         options["6 layers (adapter trained on 6)"] = lambda: Classifier.load(small)
+        options["6 layers + int8 gate/up"] = lambda: Classifier.load(small, int8=True)
         options["6 layers + int8 gate/up + max_length 64"] = lambda: shorter(Classifier.load(small, int8=True))
     # all loaded first, then timed round-robin: this machine's speed drifts by tens of percent
     # over minutes, and timing one lever after another would credit the drift to a lever

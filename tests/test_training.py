@@ -27,6 +27,9 @@ def test_smoke_training_and_round_trip(tmp_path):
     cfg = json.loads((out / "guardrail.json").read_text())
     assert cfg["base_sha256"] and cfg["levels"] == ["safe", "borderline", "unsafe"]
     assert cfg["training"]["train_examples"] == 120
+    # the rows it saw, per source and level, for the model card
+    assert list(cfg["training"]["rows"]) == ["own:smoke"]
+    assert sum(cfg["training"]["rows"]["own:smoke"].values()) == 120
 
     from guardrail import Classifier
     from guardrail.modeling import load_judge

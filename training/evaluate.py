@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from guardrail.keywords import keyword_screen  # noqa: E402
 from guardrail.taxonomy import CATEGORIES, LEVELS  # noqa: E402
-from training.prepare_data import read_jsonl, validate  # noqa: E402
+from training.prepare_data import OWN_DIR, load_own, read_jsonl, split_of, validate  # noqa: E402
 
 CHALLENGE = ROOT / "training" / "data" / "challenge" / "challenge.jsonl"
 CHALLENGE2 = ROOT / "training" / "data" / "challenge2" / "challenge2.jsonl"
@@ -181,7 +181,13 @@ def minilm_scorer(train_rows):
 
 # --- report -------------------------------------------------------------------------------
 
-def build_sets(data: Path, train_rows=None):
+def stage2_heldout(seed):
+    """Test-split rows of training/data/own/stage2 (the second stage trains on their train split)."""
+    folder = OWN_DIR / "stage2"
+    return [r for r in load_own(folder) if split_of(r["text"], seed) == "test"] if folder.is_dir() else []
+
+
+def build_sets(data: Path, train_rows=None, seed=1234):
     test = read_jsonl(data / "test.jsonl")
     challenge = read_jsonl(CHALLENGE) if CHALLENGE.exists() else []
     challenge2 = read_jsonl(CHALLENGE2) if CHALLENGE2.exists() else []
@@ -220,6 +226,10 @@ def build_sets(data: Path, train_rows=None):
         sets["challenge3 (blind, all)"] = challenge3
         for k in sorted({r.get("group", "other") for r in challenge3}):
             sets[f"challenge3 / {k}"] = [r for r in challenge3 if r.get("group", "other") == k]
+    stage2 = stage2_heldout(seed)
+    if stage2:  # the second stage trains on these files' train split only
+        sets["stage2 own files (test split)"] = stage2
+        sets["stage2 own files / look-alikes (test split)"] = [r for r in stage2 if r["level"] == "safe"]
     sets["hard negatives (held-out)"] = ([r for r in test if r["source"].startswith("own:hard_negatives")]
                                          + [r for r in challenge if r.get("group") == "hard_negative"]
                                          + [r for r in challenge2 if r.get("group") == "look_alike"])
@@ -239,6 +249,7 @@ def markdown(report):
                       ("challenge2 (blind, all)", "unsafe_recall"), ("challenge2 (blind, all)", "safe_fpr"),
                       ("challenge3 (blind, all)", "macro_f1"), ("challenge3 (blind, all)", "unsafe_recall"),
                       ("challenge3 / look_alike", "safe_fpr"),
+                      ("stage2 own files / look-alikes (test split)", "safe_fpr"),
                       ("hard negatives (held-out)", "safe_fpr")]:
         vals = [report["systems"][k].get(s, {}).get(metric) for k in systems]
         lines.append(f"| {s} | {metric} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in vals) + " |")

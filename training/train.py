@@ -111,7 +111,7 @@ def fit_thresholds(probs, targets, own=None, min_positives=20):
 
 
 def extra_own_rows(folders, seed, known):
-    """Train-split rows of own example files outside ``own/*.jsonl`` (e.g. ``candidates``).
+    """Train-split rows of own example files outside ``own/*.jsonl`` (e.g. ``stage2``).
 
     The same seeded text hash as prepare_data decides the split, so their validation and
     test parts stay unseen; texts already in the training set are skipped."""
@@ -126,6 +126,38 @@ def extra_own_rows(folders, seed, known):
                 known.add(key)
                 rows.append(r)
     return rows
+
+
+def training_rows(cfg: dict, data: Path, rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """The rows one epoch trains on (own rows repeated ``own_repeat`` times) and the own rows.
+
+    Starts from prepare_data's train split, adds the train-split rows of ``extra_own``
+    folders, and keeps a seeded ``source_share`` of the public-source rows (a second stage
+    replays a sample of them so it does not forget them)."""
+    tc = cfg["train"]
+    rows = read_jsonl(data / "train.jsonl")
+    known = {norm(r["text"]) + "|" + r["role"] for r in rows}
+    rows += extra_own_rows(tc.get("extra_own") or [], cfg["data"]["seed"], known)
+    own = [r for r in rows if r["source"].startswith("own:")]
+    share = tc.get("source_share", 1.0)
+    if share < 1.0:
+        others = [r for r in rows if not r["source"].startswith("own:")]
+        others = random.Random(tc["seed"]).sample(others, round(len(others) * share))
+        rows = own + others
+    rows = rows + own * (tc.get("own_repeat", 1) - 1)
+    if tc.get("max_examples"):
+        rng.shuffle(rows)
+        rows = rows[: tc["max_examples"]]
+    return rows, own
+
+
+def row_counts(rows: list[dict]) -> dict:
+    """{source: {level: n}}: what the model card lists as the data an adapter saw."""
+    counts: dict = {}
+    for r in rows:
+        by_level = counts.setdefault(r["source"], {})
+        by_level[r["level"]] = by_level.get(r["level"], 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def load_settings(path: Path) -> dict:
@@ -197,19 +229,7 @@ def main(argv=None):
         print(f"starting from {args.init} ({stage1['adapter']})", file=sys.stderr)
 
     # --- data ----------------------------------------------------------------------------
-    train_rows = read_jsonl(data / "train.jsonl")
-    known = {norm(r["text"]) + "|" + r["role"] for r in train_rows}
-    train_rows += extra_own_rows(tc.get("extra_own") or [], cfg["data"]["seed"], known)
-    own = [r for r in train_rows if r["source"].startswith("own:")]
-    share = tc.get("source_share", 1.0)
-    if share < 1.0:  # a second stage replays a sample of the sources so it does not forget them
-        others = [r for r in train_rows if not r["source"].startswith("own:")]
-        others = random.Random(tc["seed"]).sample(others, round(len(others) * share))
-        train_rows = own + others
-    train_rows = train_rows + own * (tc.get("own_repeat", 1) - 1)
-    if tc.get("max_examples"):
-        rng.shuffle(train_rows)
-        train_rows = train_rows[: tc["max_examples"]]
+    train_rows, own = training_rows(cfg, data, rng)
     val_rows = read_jsonl(data / "val.jsonl")
     if tc.get("max_examples"):
         val_rows = val_rows[: max(50, tc["max_examples"] // 4)]
@@ -289,7 +309,7 @@ def main(argv=None):
     sources = sorted({r["source"] for r in train_rows})
     jc.training = {"config": cfg, "train_examples": len(train), "own_examples": len(own),
                    "steps": steps, "train_seconds": round(train_seconds, 1), "init": stage1,
-                   "sources": sources, "val_accuracy": round(acc, 4),
+                   "sources": sources, "rows": row_counts(train_rows), "val_accuracy": round(acc, 4),
                    "torch_threads": torch.get_num_threads(),
                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     save_adapter(judge, encoder, out)

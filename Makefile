@@ -37,8 +37,11 @@ test: $(STAMP)
 data: $(STAMP)
 	$(PY) training/prepare_data.py
 
+# the shipped adapter: stage 1 (training/config.yaml, ~66 min on 2 cores), then the short
+# second stage from it (training/polish.yaml, ~15 min) on the own examples + a source replay
 train: data
-	$(PY) training/train.py --out guardrail/adapter
+	$(PY) training/train.py --out training/runs/stage1
+	$(PY) training/train.py --init training/runs/stage1 --config training/polish.yaml --out guardrail/adapter
 
 # the second model size of the comparison: the same recipe on the first 6 of SmolLM2's 30 layers
 train-small: data

@@ -65,8 +65,9 @@ def test_risk_is_sticky_for_the_policys_number_of_turns(clf):
     assert g.store.get("other").sticky_left == 0
 
 
-@pytest.mark.xfail(reason="known limit of adapter 9ccd9a5288 (measured): \"sorry, forget it\" right after a crisis turn is "
-                   "itself judged unsafe and gets the escalation again instead of a check-in (a safe outcome)", strict=False)
+@pytest.mark.xfail(reason="known limit of adapters 9ccd9a5288 and 956b3b659f (measured: unsafe 0.45, safe 0.30): "
+                   "\"sorry, forget it\" right after a crisis turn is itself judged unsafe in that context and gets "
+                   "the escalation again instead of a check-in (a safe outcome)", strict=False)
 def test_check_in_is_carried_to_the_reply(clf):
     g = Guard(clf, load_policy("default"))
     g.check_input(CRISIS, conversation_id="p")

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         return float((pred != 0).mean())
 
     rows = []
-    for b in [-0.25, 0.0, 0.25, 0.5, 0.6, 0.75, 1.0]:
+    for b in [-0.25, 0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0]:
         f1 = {k: round(float(f1_score(gold[k], (logp[k] + [b, 0, 0]).argmax(1), labels=[0, 1, 2],
                                       average="macro", zero_division=0)), 4) for k in ("val", "test", "challenge2")}
         rows.append({"bias": b, "macro_f1": f1, "hard_negatives_flagged_val": round(flagged([hn_val], b), 4),

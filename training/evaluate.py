@@ -181,13 +181,25 @@ def minilm_scorer(train_rows):
 
 # --- report -------------------------------------------------------------------------------
 
-def stage2_heldout(seed):
-    """Test-split rows of training/data/own/stage2 (the second stage trains on their train split)."""
+def stage2_heldout(data: Path):
+    """Test-split rows of training/data/own/stage2 (the second stage trains on their train split).
+
+    The split hash needs the seed the build in ``data`` was made with (prepare_data.py records
+    it in data_stats.json); an older build without it gets no stage-2 sets rather than a
+    wrong split."""
     folder = OWN_DIR / "stage2"
-    return [r for r in load_own(folder) if split_of(r["text"], seed) == "test"] if folder.is_dir() else []
+    stats = data / "data_stats.json"
+    seed = json.loads(stats.read_text()).get("seed") if stats.is_file() else None
+    if not folder.is_dir():
+        return []
+    if seed is None:
+        print(f"note: {stats} records no seed; run training/prepare_data.py again to report the stage-2 "
+              "files' test split", file=sys.stderr)
+        return []
+    return [r for r in load_own(folder) if split_of(r["text"], seed) == "test"]
 
 
-def build_sets(data: Path, train_rows=None, seed=1234):
+def build_sets(data: Path, train_rows=None):
     test = read_jsonl(data / "test.jsonl")
     challenge = read_jsonl(CHALLENGE) if CHALLENGE.exists() else []
     challenge2 = read_jsonl(CHALLENGE2) if CHALLENGE2.exists() else []
@@ -226,7 +238,7 @@ def build_sets(data: Path, train_rows=None, seed=1234):
         sets["challenge3 (blind, all)"] = challenge3
         for k in sorted({r.get("group", "other") for r in challenge3}):
             sets[f"challenge3 / {k}"] = [r for r in challenge3 if r.get("group", "other") == k]
-    stage2 = stage2_heldout(seed)
+    stage2 = stage2_heldout(data)
     if stage2:  # the second stage trains on these files' train split only
         sets["stage2 own files (test split)"] = stage2
         sets["stage2 own files / look-alikes (test split)"] = [r for r in stage2 if r["level"] == "safe"]

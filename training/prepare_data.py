@@ -292,7 +292,7 @@ def build(sources, seed=1234, caps=None, exclude_research_only=False, eval_cap=3
     out["train"].extend(augmented)
     for split in out:
         rng.shuffle(out[split])
-    stats = {"conflicting_duplicates_dropped": conflicts, "sources": names, "context_augmented": len(augmented),
+    stats = {"seed": seed, "conflicting_duplicates_dropped": conflicts, "sources": names, "context_augmented": len(augmented),
              "counts": {s: dict(Counter(f"{r['source']}/{r['level']}" for r in rs)) for s, rs in out.items()}}
     return out, stats
 

@@ -13,7 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from guardrail import Classifier  # noqa: E402
-from training.evaluate import build_sets  # noqa: E402
+from guardrail.taxonomy import LEVELS  # noqa: E402
+from training.evaluate import build_sets, model_scorer  # noqa: E402
 from training.prepare_data import read_jsonl  # noqa: E402
 
 
@@ -22,12 +23,11 @@ def main(argv=None) -> int:
     clf = Classifier.load(argv[0] if argv else None, threads=2)
     data = ROOT / "training" / "build"
     rows = build_sets(data, read_jsonl(data / "train.jsonl"))["hard negatives (held-out)"]
-    verdicts = clf.classify_batch([{"text": r["text"], "role": r.get("role", "user"),
-                                    "context": r.get("context") or []} for r in rows])
-    flagged = [(r, v) for r, v in zip(rows, verdicts) if v.level != "safe"]
-    for r, v in flagged:
-        print(f"{v.level:10s} p(safe) {v.scores['safe']:.2f}  {r.get('source', r.get('group'))}  "
-              f"[{r.get('role', 'user')}, {len(r.get('context') or [])} context]  {r['text'][:150]!r}")
+    level_probs, _ = model_scorer(clf)(rows)  # the evaluation's own scoring: same verdicts, same batching
+    flagged = [(r, p) for r, p in zip(rows, level_probs) if p.argmax() != 0]
+    for r, p in flagged:
+        print(f"{LEVELS[p.argmax()]:10s} p(safe) {p[0]:.2f}  {r.get('source', r.get('group'))}  "
+              f"[{r['role']}, {len(r.get('context') or [])} context]  {r['text'][:150]!r}")
     print(f"{clf.model_id}: {len(flagged)} of {len(rows)} flagged ({len(flagged) / len(rows):.1%})")
     return 0
 

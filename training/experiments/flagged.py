@@ -22,6 +22,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     clf = Classifier.load(argv[0] if argv else None, threads=2)
     data = ROOT / "training" / "build"
+    if not (data / "test.jsonl").is_file():
+        sys.exit(f"error: {data / 'test.jsonl'} is missing; run training/prepare_data.py first")
     rows = build_sets(data, read_jsonl(data / "train.jsonl"))["hard negatives (held-out)"]
     level_probs, _ = model_scorer(clf)(rows)  # the evaluation's own scoring: same verdicts, same batching
     flagged = [(r, p) for r, p in zip(rows, level_probs) if p.argmax() != 0]

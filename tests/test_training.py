@@ -82,3 +82,35 @@ def test_warm_start_copies_the_adapter_exactly():
     smaller, _ = new_judge(JudgeConfig.from_dict({**shipped.to_dict(), "num_layers": 4, "lora_layers": [2, 3]}))
     with pytest.raises(AdapterError, match="num_layers"):
         warm_start(smaller, folder)
+
+
+def test_training_rows_repeat_share_and_bad_pattern(tmp_path):
+    """What one epoch trains on: own rows x own_repeat (x ``repeat`` for the matching ones), a seeded source share."""
+    import random
+
+    import pytest
+
+    sys.path.insert(0, str(ROOT))
+    from training.train import training_rows
+
+    rows = ([{"text": f"hn {i}", "role": "user", "level": "safe", "categories": [], "source": "own:hard_negatives"}
+             for i in range(4)]
+            + [{"text": f"c {i}", "role": "user", "level": "unsafe", "categories": ["suicide_self_harm"],
+                "source": "own:crisis"} for i in range(3)]
+            + [{"text": f"s {i}", "role": "user", "level": "safe", "categories": [], "source": "goemotions"}
+               for i in range(10)])
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cfg = {"data": {"seed": 1}, "train": {"seed": 1, "own_repeat": 2, "source_share": 0.5,
+                                          "repeat": {"own:hard_negatives*": 3}}}
+    out, own = training_rows(cfg, tmp_path, random.Random(1))
+    count = lambda src: sum(r["source"] == src for r in out)  # noqa: E731
+    assert len(own) == 7
+    assert count("own:crisis") == 3 * 2                   # own_repeat
+    assert count("own:hard_negatives") == 4 * 3           # repeat replaces own_repeat for these
+    assert count("goemotions") == 5                       # half of the source rows
+    cfg["train"]["repeat"] = {"own:nothing*": 2}
+    with pytest.raises(SystemExit, match="matches no own training rows"):
+        training_rows(cfg, tmp_path, random.Random(1))
+    cfg["train"]["repeat"] = {"own:crisis": 1}
+    with pytest.raises(SystemExit, match="must be a whole number >= own_repeat"):
+        training_rows(cfg, tmp_path, random.Random(1))

@@ -201,10 +201,11 @@ def plots(report, sets, folder: Path) -> None:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 4))
-    for r in results:
-        x, f1 = max(0.01, r["latency_ms_p50"]), r["sets"][test]["macro_f1"]
+    points = sorted(((max(0.01, r["latency_ms_p50"]), r["sets"][test]["macro_f1"], r["setting"]) for r in results))
+    for i, (x, f1, name) in enumerate(points):
         ax.scatter(x, f1)
-        ax.annotate(r["setting"], (x, f1), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        # neighbours in latency alternate above and below their point so their labels do not overlap
+        ax.annotate(name, (x, f1), fontsize=6, xytext=(4, 4 if i % 2 else -9), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("latency per turn, ms (log)")
     ax.set_ylabel(f"macro-F1, {test}")

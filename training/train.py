@@ -15,6 +15,7 @@ command again resumes from there (``--restart`` ignores it).
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import math
 import random
 import sys
@@ -133,7 +134,8 @@ def training_rows(cfg: dict, data: Path, rng: random.Random) -> tuple[list[dict]
 
     Starts from prepare_data's train split, adds the train-split rows of ``extra_own``
     folders, and keeps a seeded ``source_share`` of the public-source rows (a second stage
-    replays a sample of them so it does not forget them)."""
+    replays a sample of them so it does not forget them). ``repeat`` maps a source pattern
+    (fnmatch) to how many times its own rows are seen per epoch instead of ``own_repeat``."""
     tc = cfg["train"]
     rows = read_jsonl(data / "train.jsonl")
     known = {norm(r["text"]) + "|" + r["role"] for r in rows}
@@ -144,7 +146,15 @@ def training_rows(cfg: dict, data: Path, rng: random.Random) -> tuple[list[dict]
         others = [r for r in rows if not r["source"].startswith("own:")]
         others = random.Random(tc["seed"]).sample(others, round(len(others) * share))
         rows = own + others
-    rows = rows + own * (tc.get("own_repeat", 1) - 1)
+    own_repeat = tc.get("own_repeat", 1)
+    rows = rows + own * (own_repeat - 1)
+    for pattern, times in (tc.get("repeat") or {}).items():  # e.g. {"own:hard_negatives*": 2}
+        chosen = [r for r in own if fnmatch.fnmatch(r["source"], pattern)]
+        if not chosen:
+            sys.exit(f"error: train.repeat names {pattern!r}, which matches no own training rows")
+        if not isinstance(times, int) or times < own_repeat:
+            sys.exit(f"error: train.repeat[{pattern!r}] is {times!r}; it must be a whole number >= own_repeat ({own_repeat})")
+        rows += chosen * (times - own_repeat)
     if tc.get("max_examples"):
         rng.shuffle(rows)
         rows = rows[: tc["max_examples"]]

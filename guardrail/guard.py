@@ -248,8 +248,8 @@ class Guard:
         """The classifier's verdict. With ``reply_alone`` an assistant reply is also judged without
         the conversation, in the same batch, and the riskier verdict is kept: a harmful reply is
         harmful whatever came before, and an ordinary-looking user turn before it can make the
-        judge read it as ordinary advice (benchmarks/reply_alone.py, adapter 956b3b659f: on 194
-        held-out replies, 51 of 56 unsafe ones caught instead of 49, no more of the 97 safe ones flagged)."""
+        judge read it as ordinary advice (benchmarks/reply_alone.py, adapter 39844f11e6: on 194
+        held-out replies, 52 of 56 unsafe ones caught instead of 51, 4 of the 97 safe ones flagged either way)."""
         if not (role == "assistant" and turns and self.policy.policy.reply_alone):
             return self.classifier.classify(text, role=role, context=turns)
         both = self.classifier.classify_batch([{"text": text, "role": role, "context": turns},

@@ -65,7 +65,8 @@ def test_risk_is_sticky_for_the_policys_number_of_turns(clf):
     assert g.store.get("other").sticky_left == 0
 
 
-@pytest.mark.xfail(reason="known limit of adapters 9ccd9a5288 and 956b3b659f (measured: unsafe 0.45, safe 0.30): "
+@pytest.mark.xfail(reason="known limit of adapters 9ccd9a5288, 956b3b659f and 39844f11e6 (measured on 39844f11e6 "
+                   "with the crisis turn as context: unsafe 0.95, safe 0.01): "
                    "\"sorry, forget it\" right after a crisis turn is itself judged unsafe in that context and gets "
                    "the escalation again instead of a check-in (a safe outcome)", strict=False)
 def test_check_in_is_carried_to_the_reply(clf):

@@ -201,11 +201,13 @@ def plots(report, sets, folder: Path) -> None:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 4))
-    points = sorted(((max(0.01, r["latency_ms_p50"]), r["sets"][test]["macro_f1"], r["setting"]) for r in results))
-    for i, (x, f1, name) in enumerate(points):
+    points = [(max(0.01, r["latency_ms_p50"]), r["sets"][test]["macro_f1"], r["setting"]) for r in results]
+    for x, f1, name in points:
         ax.scatter(x, f1)
-        # neighbours in latency alternate above and below their point so their labels do not overlap
-        ax.annotate(name, (x, f1), fontsize=6, xytext=(4, 4 if i % 2 else -9), textcoords="offset points")
+        # of two points close in latency, the higher one is labelled above and the lower one below
+        others = [(abs(np.log10(x) - np.log10(x2)), f2) for x2, f2, n2 in points if n2 != name]
+        above = not others or f1 >= min(others)[1]
+        ax.annotate(name, (x, f1), fontsize=6, xytext=(4, 4 if above else -9), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("latency per turn, ms (log)")
     ax.set_ylabel(f"macro-F1, {test}")

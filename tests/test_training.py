@@ -108,6 +108,9 @@ def test_training_rows_repeat_share_and_bad_pattern(tmp_path):
     assert count("own:crisis") == 3 * 2                   # own_repeat
     assert count("own:hard_negatives") == 4 * 3           # repeat replaces own_repeat for these
     assert count("goemotions") == 5                       # half of the source rows
+    cfg["train"]["repeat"] = {"own:*": 3, "own:crisis": 4}     # overlapping patterns: the largest, not the sum
+    out, _ = training_rows(cfg, tmp_path, random.Random(1))
+    assert count("own:crisis") == 3 * 4 and count("own:hard_negatives") == 4 * 3
     cfg["train"]["repeat"] = {"own:nothing*": 2}
     with pytest.raises(SystemExit, match="matches no own training rows"):
         training_rows(cfg, tmp_path, random.Random(1))

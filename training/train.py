@@ -148,13 +148,17 @@ def training_rows(cfg: dict, data: Path, rng: random.Random) -> tuple[list[dict]
         rows = own + others
     own_repeat = tc.get("own_repeat", 1)
     rows = rows + own * (own_repeat - 1)
-    for pattern, times in (tc.get("repeat") or {}).items():  # e.g. {"own:hard_negatives*": 2}
-        chosen = [r for r in own if fnmatch.fnmatch(r["source"], pattern)]
-        if not chosen:
+    repeat = tc.get("repeat") or {}  # e.g. {"own:hard_negatives*": 2}
+    for pattern, times in repeat.items():
+        if not any(fnmatch.fnmatch(r["source"], pattern) for r in own):
             sys.exit(f"error: train.repeat names {pattern!r}, which matches no own training rows")
         if not isinstance(times, int) or times < own_repeat:
             sys.exit(f"error: train.repeat[{pattern!r}] is {times!r}; it must be a whole number >= own_repeat ({own_repeat})")
-        rows += chosen * (times - own_repeat)
+    if repeat:
+        # a row matched by several patterns is seen as often as the largest of them says, not their sum
+        seen = [max((t for p, t in repeat.items() if fnmatch.fnmatch(r["source"], p)), default=own_repeat)
+                for r in own]
+        rows += [r for r, times in zip(own, seen) for _ in range(times - own_repeat)]
     if tc.get("max_examples"):
         rng.shuffle(rows)
         rows = rows[: tc["max_examples"]]

@@ -18,6 +18,8 @@ import asyncio
 import dataclasses
 import logging
 import os
+import threading
+from collections import OrderedDict
 import time
 import uuid
 from pathlib import Path
@@ -26,7 +28,7 @@ from typing import Any, Mapping, Sequence
 
 from .audit import AuditLog, default_path, AUDIT_DB_ENV
 from .classifier import clean_text
-from .conversation import ConversationStore
+from .conversation import ConversationState, ConversationStore
 from .inputs import Turn
 from .keywords import keyword_screen
 from .notify import fire, resolve
@@ -76,6 +78,18 @@ class Decision:
         return d
 
 
+@dataclass(frozen=True)
+class _Judged:
+    """One turn as the judge and the policy's thresholds see it, before sticky risk."""
+
+    level: str
+    categories: list[str]
+    scores: dict[str, float]
+    category_scores: dict[str, float]
+    notes: list[str]
+    backstop: bool
+
+
 class Guard:
     """Apply one policy to a classifier's verdicts, per conversation."""
 
@@ -89,6 +103,10 @@ class Guard:
             audit = self._open_audit(policy) if p.audit.enabled else False
         self.audit: AuditLog | None = audit or None
         self.store = ConversationStore(max_conversations, context_turns=p.context_turns)
+        # user-turn verdicts by (text, turns before it), so a transcript sent again costs nothing
+        self._verdicts: OrderedDict[tuple, _Judged] = OrderedDict()
+        self._cache_size = 4 * max_conversations
+        self._cache_lock = threading.Lock()
         self.thresholds = {**getattr(classifier, "thresholds", {}), **p.thresholds}
         self._hook = resolve(p.notify) if p.notify else None
         self._own_messages = set(policy.messages.values())
@@ -125,14 +143,27 @@ class Guard:
 
     # --- public API ----------------------------------------------------------------------
 
-    def check_input(self, text: str, conversation_id: str = "default",
+    def check_input(self, text: str, conversation_id: str | None = None,
                     context: Sequence[Turn | Mapping[str, Any]] | None = None) -> Decision:
-        """Judge a user turn. ``context`` (previous turns) overrides the stored conversation."""
+        """Judge a user turn.
+
+        Two ways to say which conversation it belongs to; nothing is ever shared between
+        callers that give neither:
+
+        * ``context``: the whole conversation before this turn (what the NeMo server,
+          RunnableRails and LangChain message lists send). Sticky risk and a pending
+          check-in are derived from that transcript (verdicts of turns already judged are
+          reused from a cache), so no id is needed.
+        * ``conversation_id`` alone: the guard keeps the conversation's recent turns and
+          sticky risk itself, for callers that send one turn at a time.
+
+        With neither, the turn is judged on its own, and no state is kept."""
         return self._check(text, "user", conversation_id, context)
 
-    def check_output(self, text: str, conversation_id: str = "default",
+    def check_output(self, text: str, conversation_id: str | None = None,
                      context: Sequence[Turn | Mapping[str, Any]] | None = None) -> Decision:
-        """Judge an assistant reply; the decision also carries any check-in from the input rail."""
+        """Judge an assistant reply (``context``: the conversation before it, ending with the
+        user turn it answers); the decision also carries any check-in from the input rail."""
         return self._check(text, "assistant", conversation_id, context)
 
     async def acheck_input(self, *args, **kwargs) -> Decision:
@@ -148,82 +179,143 @@ class Guard:
 
     # --- the decision --------------------------------------------------------------------
 
-    def _check(self, text: str, role: str, conversation_id: str,
+    def _check(self, text: str, role: str, conversation_id: str | None,
                context: Sequence[Turn | Mapping[str, Any]] | None) -> Decision:
         check_role(role)
         text, cleaning = clean_text(text)  # bytes decoded, type checked: the same rules as the classifier
-        cid = str(conversation_id)
         store = self.store
+        if context is not None:
+            # the caller sent the conversation: derive its state from the transcript
+            turns = [Turn.coerce(t) for t in context]
+            state = self._replay(turns)
+            stored = False
+        elif conversation_id is not None:
+            with store.lock:
+                state = store.get(str(conversation_id))
+                turns = state.context()
+            stored = True
+        else:
+            turns, state, stored = [], ConversationState(), False
+        cid = "" if conversation_id is None else str(conversation_id)
         with store.lock:
-            state = store.get(cid)
-            turns = [Turn.coerce(t) for t in context] if context is not None else state.context()
             pending = state.pending if role == "assistant" else None
             if role == "assistant":
                 state.pending = None
-        p = self.policy.policy
 
         if role == "assistant" and self.is_policy_message(text):
             d = Decision(role, "allow", "safe", [], rule="policy message", policy=self._policy_id())
-            store.add_turn(cid, role, text)
+            if stored:
+                store.add_turn(cid, role, text)
             return d
 
-        notes: list[str] = []
-        backstop = False
-        scores: dict[str, float] = {}
-        cat_scores: dict[str, float] = {}
-        if "empty input" in cleaning:
-            level, cats, notes = "safe", [], cleaning
+        if role == "user" and "empty input" not in cleaning:
+            judged = self._cached(text, turns)   # a later transcript replay reuses this verdict
         else:
-            try:
-                verdict = self._judge(text, role, turns[-p.context_turns:] if p.context_turns else [])
-                level, cats = self._effective(verdict)
-                scores, cat_scores, notes = verdict.scores, verdict.categories, list(verdict.notes)
-            except Exception as e:  # the model could not run: the policy's failure mode decides
-                log.error("classifier failed on a %s turn (%s: %s); failure mode %s", role,
-                          type(e).__name__, e, p.failure_mode.get(role, "closed"))
-                backstop = True
-                if p.failure_mode.get(role, "closed") == "closed":
-                    level, cats = keyword_screen(text)
-                    notes = [f"model failed ({type(e).__name__}); keyword backstop decided"]
-                else:
-                    level, cats = "safe", []
-                    notes = [f"model failed ({type(e).__name__}); fail-open"]
-
-        sticky = False
+            judged = self._judged_turn(text, role, turns, cleaning)
         with store.lock:
-            if role == "user":
-                if level == "unsafe":
-                    # a recent crisis keeps its categories, so "just kidding" after it is
-                    # handled as part of the crisis, not refused as some other risk
-                    if state.sticky_left > 0:
-                        cats = cats + [c for c in state.sticky_categories if c not in cats]
-                    state.sticky_left = p.sticky_turns
-                    state.sticky_categories = list(cats)
-                elif state.sticky_left > 0:
-                    state.sticky_left -= 1
-                    sticky = _RANK[level] < _RANK["borderline"]
-                    level = max(level, "borderline", key=_RANK.get)
-                    cats = cats + [c for c in state.sticky_categories if c not in cats]
+            decision = self._decide(role, judged, state, pending)
+        # remember what the user will see, so the next turn has the right context
+        if stored:
+            store.add_turn(cid, role, text if role == "user" else decision.apply(text))
+            if role == "user" and decision.action != "allow":
+                store.add_turn(cid, "assistant", decision.message or "")
+        self._after(cid, decision, text)
+        return decision
 
+    def _judged_turn(self, text: str, role: str, turns: list[Turn], cleaning: list[str] = ()) -> "_Judged":
+        """Level and flagged categories of one turn under the policy's thresholds, before
+        sticky risk; the model's failure goes to the policy's failure mode."""
+        p = self.policy.policy
+        if "empty input" in cleaning:
+            return _Judged("safe", [], {}, {}, list(cleaning), False)
+        try:
+            verdict = self._judge(text, role, turns[-p.context_turns:] if p.context_turns else [])
+            level, cats = self._effective(verdict)
+            return _Judged(level, cats, verdict.scores, verdict.categories, list(verdict.notes), False)
+        except Exception as e:  # the model could not run: the policy's failure mode decides
+            log.error("classifier failed on a %s turn (%s: %s); failure mode %s", role,
+                      type(e).__name__, e, p.failure_mode.get(role, "closed"))
+            if p.failure_mode.get(role, "closed") == "closed":
+                level, cats = keyword_screen(text)
+                return _Judged(level, list(cats), {}, {}, [f"model failed ({type(e).__name__}); keyword backstop decided"], True)
+            return _Judged("safe", [], {}, {}, [f"model failed ({type(e).__name__}); fail-open"], True)
+
+    def _decide(self, role: str, j: "_Judged", state: ConversationState,
+                pending: tuple[str, str] | None) -> Decision:
+        """Sticky risk, then the policy rule; updates ``state`` (sticky counters, pending).
+
+        Sticky risk raises a later user turn to at least borderline; the rule is picked by
+        the turn's own flagged categories, and by the sticky ones only when the turn has none
+        of its own ("just kidding" after a crisis gets the crisis check-in; a weapons request
+        after it gets the weapons rule and is not counted as a crisis referral)."""
+        p = self.policy.policy
+        level, cats, sticky = j.level, list(j.categories), False
+        if role == "user":
+            if level == "unsafe":
+                if not cats and state.sticky_left > 0:
+                    cats = list(state.sticky_categories)
+                state.sticky_left = p.sticky_turns
+                state.sticky_categories = list(cats)
+            elif state.sticky_left > 0:
+                state.sticky_left -= 1
+                sticky = _RANK[level] < _RANK["borderline"]
+                level = max(level, "borderline", key=_RANK.get)
+                if not cats:
+                    cats = list(state.sticky_categories)
         rule = p.rule_for(role, level, cats)
         index = p.rules.index(rule) if rule in p.rules else None
         decision = Decision(
             role=role, action=rule.action, level=level, categories=cats,
             message=self.policy.messages.get(rule.message) if rule.message else None,
-            position=rule.position, scores=scores, category_scores=cat_scores,
+            position=rule.position, scores=j.scores, category_scores=j.category_scores,
             rule=f"rules[{index}]" if index is not None else "default", sticky=sticky,
-            backstop=backstop, policy=self._policy_id(), notes=notes, pending=pending)
-
-        # remember what the user will see, so the next turn has the right context
-        store.add_turn(cid, role, text if role == "user" else decision.apply(text))
+            backstop=j.backstop, policy=self._policy_id(), notes=j.notes, pending=pending)
         if role == "user":
-            if decision.action == "allow" and decision.message:
-                with store.lock:
-                    state.pending = (decision.message, decision.position)
-            elif decision.action != "allow":
-                store.add_turn(cid, "assistant", decision.message or "")
+            state.pending = (decision.message, decision.position) if decision.allowed and decision.message else None
+        return decision
+
+    def _replay(self, turns: list[Turn]) -> ConversationState:
+        """The conversation state at the end of a transcript: its recent user turns are run
+        through the same decision (cached verdicts, no audit, no hook), so sticky risk and a
+        pending check-in come from the text the caller sent, not from memory shared by id."""
+        p = self.policy.policy
+        state = ConversationState()
+        users = [i for i, t in enumerate(turns) if t.role == "user"]
+        # sticky risk reaches back at most sticky_turns user turns; twice that covers a crisis
+        # whose categories were themselves carried from an earlier one
+        first = users[-(2 * p.sticky_turns + 1)] if len(users) > 2 * p.sticky_turns + 1 else 0
+        for i in range(first, len(turns)):
+            t = turns[i]
+            if t.role == "assistant":
+                state.pending = None   # the reply to the last user turn was already sent
+                continue
+            if self.is_policy_message(t.text):
+                continue
+            j = self._cached(t.text, turns[max(0, i - p.context_turns):i])
+            self._decide("user", j, state, None)
+        return state
+
+    def _cached(self, text: str, before: list[Turn]) -> "_Judged":
+        key = (text, tuple(before[-self.policy.policy.context_turns:]) if self.policy.policy.context_turns else ())
+        with self._cache_lock:
+            hit = self._verdicts.get(key)
+            if hit is not None:
+                self._verdicts.move_to_end(key)
+                return hit
+        j = self._judged_turn(clean_text(text)[0], "user", before)
+        if not j.backstop:
+            with self._cache_lock:
+                self._verdicts[key] = j
+                while len(self._verdicts) > self._cache_size:
+                    self._verdicts.popitem(last=False)
+        return j
+
+    def _after(self, cid: str, decision: Decision, text: str) -> None:
+        """The operator hook and the audit log, for the turns that need them."""
+        p = self.policy.policy
+        rule = p.rules[int(decision.rule[6:-1])] if decision.rule.startswith("rules[") else p.default
         notify = bool(rule.notify and self._hook)
-        audit = bool(self.audit and (level != "safe" or decision.action != "allow" or decision.message))
+        audit = bool(self.audit and (decision.level != "safe" or decision.action != "allow" or decision.message))
         if notify or audit:   # plain safe turns build no event
             event = self._event(cid, decision, text)   # one event id for the hook and the audit log
             if notify:
@@ -231,7 +323,6 @@ class Guard:
                 fire(self._hook, event)
             if audit:
                 self._record(event, decision, text)
-        return decision
 
     def _record(self, event: dict[str, Any], d: Decision, text: str) -> None:
         """Commit the event to the audit log before the decision is returned. A failed write
@@ -260,15 +351,19 @@ class Guard:
         return dataclasses.replace(worst, categories=cats, notes=notes)
 
     def _effective(self, verdict) -> tuple[str, list[str]]:
-        """Level and flagged categories under the policy's thresholds."""
+        """Level and flagged categories under the policy's thresholds.
+
+        The level is the judge's. A category is flagged only at or above its threshold (the
+        policy's override, else the adapter's), so a non-safe turn may flag none (a level-only
+        rule then applies). An override stricter than the adapter's threshold raises a safe
+        turn to borderline when that category passes it; a looser one never raises anything."""
+        adapter = getattr(self.classifier, "thresholds", {})
         cats = sorted((c for c in CATEGORIES if verdict.categories.get(c, 0.0) >= self.thresholds.get(c, 0.5)),
                       key=lambda c: -verdict.categories[c])
         level = verdict.level
-        # A category the operator made stricter raises a safe turn to borderline.
-        if level == "safe" and any(c in self.policy.policy.thresholds for c in cats):
+        stricter = {c for c, t in self.policy.policy.thresholds.items() if t < adapter.get(c, 0.5)}
+        if level == "safe" and stricter & set(cats):
             level = "borderline"
-        if level != "safe" and not cats:
-            cats = [max(CATEGORIES, key=lambda c: verdict.categories.get(c, 0.0))]
         return level, (cats if level != "safe" else [])
 
     def _policy_id(self) -> str:

@@ -71,16 +71,19 @@ def _reply_text(out: Any, output_key: Optional[str]) -> str:
     return out if isinstance(out, str) else str(out)
 
 
-def _reply_context(history: Optional[list[Turn]], text: str) -> Optional[list[Turn]]:
-    """Turns before the reply when the caller sent its own history; None: the guard's stored turns."""
-    return None if history is None else history + [Turn("user", text)]
+def _reply_context(history: Optional[list[Turn]], text: str, cid: Optional[str]) -> Optional[list[Turn]]:
+    """Turns before the reply: the caller's history plus the user turn; None with an id (the
+    guard's stored turns); just the user turn for a bare string without an id."""
+    if history is not None:
+        return history + [Turn("user", text)]
+    return None if cid is not None else [Turn("user", text)]
 
 
 class GuardedRunnable(Runnable):
     """``runnable`` with the guard's input and output checks around it."""
 
     def __init__(self, runnable: Runnable, guard: Guard, input_key: Optional[str] = None,
-                 output_key: Optional[str] = None, conversation_id: str = "default"):
+                 output_key: Optional[str] = None, conversation_id: Optional[str] = None):
         self.runnable = runnable
         self.guard = guard
         self.input_key = input_key
@@ -95,8 +98,12 @@ class GuardedRunnable(Runnable):
     def OutputType(self) -> Any:  # noqa: N802
         return self.runnable.OutputType
 
-    def _cid(self, config: Optional[RunnableConfig]) -> str:
-        return str(((config or {}).get("configurable") or {}).get("conversation_id", self.conversation_id))
+    def _cid(self, config: Optional[RunnableConfig]) -> Optional[str]:
+        """The conversation id of this call (``configurable.conversation_id``, else the one given
+        at construction). Without one, a message list carries its own history and a bare string
+        is judged on its own: no state is shared between calls."""
+        cid = ((config or {}).get("configurable") or {}).get("conversation_id", self.conversation_id)
+        return None if cid is None else str(cid)
 
     def _wrap(self, text: str, like: Any, decisions: list[Decision]) -> Any:
         meta = {"guardrail": [d.to_dict() for d in decisions]}
@@ -122,7 +129,7 @@ class GuardedRunnable(Runnable):
             return self._wrap(before.message or "", None, [before])
         out = self.runnable.invoke(input, config, **kwargs)
         reply = _reply_text(out, self.output_key)
-        after = self.guard.check_output(reply, cid, context=_reply_context(history, text))
+        after = self.guard.check_output(reply, cid, context=_reply_context(history, text, cid))
         return self._wrap(after.apply(reply), out, [before, after])
 
     async def ainvoke(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Any:
@@ -133,7 +140,7 @@ class GuardedRunnable(Runnable):
             return self._wrap(before.message or "", None, [before])
         out = await self.runnable.ainvoke(input, config, **kwargs)
         reply = _reply_text(out, self.output_key)
-        after = await self.guard.acheck_output(reply, cid, context=_reply_context(history, text))
+        after = await self.guard.acheck_output(reply, cid, context=_reply_context(history, text, cid))
         return self._wrap(after.apply(reply), out, [before, after])
 
 

@@ -11,13 +11,16 @@ the policy, and return a ``RailOutcome``:
   message to it; ``allow`` otherwise.
 
 Settings come from ``custom_data: emotional_safety:`` in config.yml (``policy``,
-``country``, ``adapter``); relative paths are relative to the config folder. Pass a ``conversation_id`` context variable to keep sticky risk per
-conversation (``{"role": "context", "content": {"conversation_id": "..."}}``);
-without one, the id is derived from the first user message the rails see.
+``country``, ``adapter``); relative paths are relative to the config folder.
+
+Conversation state (sticky risk, a pending check-in) comes from the conversation NeMo
+hands the action as ``events``: the server and RunnableRails send the whole conversation
+with every request, so two users who open with the same words never share anything. A
+``conversation_id`` context variable (``{"role": "context", "content":
+{"conversation_id": "..."}}``) only labels the audit events.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -98,12 +101,10 @@ def history(events: Optional[list[dict]]) -> list[Turn]:
     return turns
 
 
-def conversation_id(context: Optional[dict], turns: list[Turn]) -> str:
+def conversation_id(context: Optional[dict]) -> Optional[str]:
+    """The caller's ``conversation_id`` context variable, if it sent one (audit label only)."""
     cid = (context or {}).get("conversation_id")
-    if cid:
-        return str(cid)
-    first = next((t.text for t in turns if t.role == "user"), "")
-    return "nemo:" + hashlib.sha256(first.encode("utf-8", "replace")).hexdigest()[:16]
+    return str(cid) if cid else None
 
 
 def _before(events: Optional[list[dict]], role: str, text: str) -> list[Turn]:
@@ -124,8 +125,7 @@ async def emotional_safety_check_input(context: Optional[dict] = None, events: O
                                        config: Any = None) -> RailOutcome:
     text = (context or {}).get("user_message") or ""
     turns = _before(events, "user", text)
-    d = await get_guard(config).acheck_input(text, conversation_id(context, turns + [Turn("user", text)]),
-                                             context=turns)
+    d = await get_guard(config).acheck_input(text, conversation_id(context), context=turns)
     if d.action in ("replace", "block"):
         return RailOutcome.block(reason=d.message or "", metadata=_metadata(d))
     return RailOutcome.allow(metadata=_metadata(d))
@@ -136,7 +136,7 @@ async def emotional_safety_check_output(context: Optional[dict] = None, events: 
                                         config: Any = None) -> RailOutcome:
     text = (context or {}).get("bot_message") or ""
     turns = _before(events, "assistant", text)
-    d = await get_guard(config).acheck_output(text, conversation_id(context, turns), context=turns)
+    d = await get_guard(config).acheck_output(text, conversation_id(context), context=turns)
     final = d.apply(text)
     if final != text:
         return RailOutcome.transform([(TransformTarget.BOT_MESSAGE, final)], metadata=_metadata(d))

@@ -29,7 +29,14 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationErro
 
 from .taxonomy import CATEGORIES, LEVELS
 
-POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
+def data_dir(name: str) -> Path:
+    """A folder the package ships (``policies``, ``rails``): inside the installed package
+    (the wheel puts them there), else at the top of a source checkout."""
+    here = Path(__file__).resolve().parent
+    return here / name if (here / name).is_dir() else here.parent / name
+
+
+POLICY_DIR = data_dir("policies")
 DEFAULT_POLICY = POLICY_DIR / "default.yaml"
 POLICY_ENV = "GUARDRAIL_POLICY"
 COUNTRY_ENV = "GUARDRAIL_COUNTRY"
@@ -181,23 +188,9 @@ class Policy(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> "Policy":
-        for i, rule in enumerate([*self.rules, self.default]):
-            where = f"rules[{i}]" if i < len(self.rules) else "default"
-            if rule.message and rule.message not in self.messages:
-                raise ValueError(f"{where}: message {rule.message!r} is not defined under `messages` "
-                                 f"(defined: {', '.join(sorted(self.messages)) or 'none'})")
-            if rule.notify and self.notify is None:
-                raise ValueError(f"{where}: notify is true but the policy has no `notify` hook")
-        allowed = set(Resource.model_fields)
-        for key, text in self.messages.items():
-            try:
-                fields = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
-            except ValueError as e:
-                raise ValueError(f"messages.{key}: bad template ({e}); write literal braces as {{{{ }}}}")
-            unknown = fields - allowed
-            if unknown:
-                raise ValueError(f"messages.{key}: unknown placeholder(s) {sorted(unknown)}; "
-                                 f"use {', '.join('{' + f + '}' for f in sorted(allowed))}")
+        problems = reference_problems(self.model_dump())
+        if problems:
+            raise ValueError("\n  ".join(problems))
         return self
 
     def rule_for(self, role: str, level: str, categories: list[str]) -> Rule:
@@ -212,6 +205,46 @@ class Policy(_Strict):
                 continue
             return rule
         return self.default
+
+
+def reference_problems(data: dict) -> list[str]:
+    """Every broken reference in a policy mapping (raw YAML or a model dump): rules naming a
+    message that is not defined, notify without a hook, template placeholders that are not
+    resource fields. Works on the raw mapping too, so ``check_policy`` reports these
+    together with schema errors instead of one round after them."""
+    problems = []
+    messages = data.get("messages") if isinstance(data.get("messages"), dict) else {}
+    rules = data.get("rules") if isinstance(data.get("rules"), list) else []
+    default = data.get("default") if isinstance(data.get("default"), dict) else None
+    for i, rule in enumerate([*rules, default]):
+        if not isinstance(rule, dict):
+            continue
+        where = f"rules.{i}" if i < len(rules) else "default"
+        message = rule.get("message")
+        if isinstance(message, str) and message not in messages:
+            problems.append(f"{where}.message: {message!r} is not defined under `messages` "
+                            f"(defined: {', '.join(sorted(messages)) or 'none'}); add it or fix the name")
+        if rule.get("notify") is True and not data.get("notify"):
+            problems.append(f"{where}.notify: true, but the policy has no `notify` hook; add one or set false")
+    allowed = set(Resource.model_fields)
+    for key, text in messages.items():
+        if not isinstance(text, str):
+            continue
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+        except ValueError as e:
+            problems.append(f"messages.{key}: bad template ({e}); write literal braces as {{{{ }}}}")
+            continue
+        unknown = fields - allowed
+        if unknown:
+            problems.append(f"messages.{key}: unknown placeholder(s) {sorted(unknown)}; "
+                            f"use {', '.join('{' + f + '}' for f in sorted(allowed))}")
+    return problems
+
+
+def shipped_policies() -> list[str]:
+    """Names of the policies in the shipped policies folder (``default``, ``teen``, ...)."""
+    return sorted(p.stem for p in POLICY_DIR.glob("*.yaml") if p.stem != "resources")
 
 
 class LoadedPolicy:
@@ -272,6 +305,51 @@ def load_resources(path: str | os.PathLike) -> Resources:
         raise PolicyError(f"{path}: invalid resources table:\n{_describe(e)}") from None
 
 
+def resolve_policy_path(source: Union[str, os.PathLike, None]) -> Path:
+    """A policy path from a path, a shipped name (``"teen"``), $GUARDRAIL_POLICY or the default.
+    A name that is neither a file nor a shipped policy is an error listing the shipped ones."""
+    source = source or os.environ.get(POLICY_ENV) or DEFAULT_POLICY
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    if not path.suffix and (POLICY_DIR / f"{source}.yaml").exists():
+        return POLICY_DIR / f"{source}.yaml"
+    raise PolicyError(f"policy file not found: {path}; give a path to a YAML file or one of the "
+                      f"shipped policies: {', '.join(shipped_policies())}")
+
+
+def check_policy(source: Union[str, os.PathLike]) -> list[str]:
+    """Every problem of one policy file at once (schema, references, resources table,
+    country), each as ``file: key: what is wrong and the fix``; empty when it is fine.
+    Loads no model, so CI and editors can run it (``guardrail policy check FILE...``)."""
+    try:
+        path = resolve_policy_path(source)
+        data = _read_yaml(path, "policy")
+    except PolicyError as e:
+        return [str(e)]
+    problems: list[str] = []
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as e:
+        policy = None
+        for line in _describe(e).splitlines():
+            line = line.strip()
+            if line and line not in problems:
+                problems.append(line)
+        problems += [p for p in reference_problems(data) if p not in problems and not any(p in q for q in problems)]
+    resources_name = policy.resources if policy else data.get("resources", "resources.yaml")
+    if isinstance(resources_name, str):
+        try:
+            resources = load_resources(path.parent / resources_name)
+            country = policy.country if policy else data.get("country")
+            if isinstance(country, str) and not resources.lookup(country)[1]:
+                problems.append(f"country: {country!r} is not in {resources_name} (has: "
+                                f"{', '.join(sorted(resources.countries))}); its fallback would be used")
+        except PolicyError as e:
+            problems.append(f"resources: {e}")
+    return [f"{path}: {p}" for p in problems]
+
+
 def load_policy(source: Union[str, os.PathLike, dict, None] = None, country: str | None = None) -> LoadedPolicy:
     """Load and validate a policy file (default: $GUARDRAIL_POLICY or policies/default.yaml).
 
@@ -281,10 +359,7 @@ def load_policy(source: Union[str, os.PathLike, dict, None] = None, country: str
     if isinstance(source, dict):
         path, data, base = None, source, POLICY_DIR
     else:
-        source = source or os.environ.get(POLICY_ENV) or DEFAULT_POLICY
-        path = Path(source).expanduser()
-        if not path.suffix and not path.exists() and (POLICY_DIR / f"{source}.yaml").exists():
-            path = POLICY_DIR / f"{source}.yaml"
+        path = resolve_policy_path(source)
         data, base = _read_yaml(path, "policy"), path.parent
     where = str(path) if path else "policy"
     try:

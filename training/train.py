@@ -129,6 +129,65 @@ def extra_own_rows(folders, seed, known):
     return rows
 
 
+def real_rows(tc: dict, seed: int) -> list[dict]:
+    """Train-split rows of the second-round sources (training/real_sources.py), capped.
+
+    ``train.real`` maps a source or group pattern (fnmatch; a group pattern such as
+    ``esconv:crisis`` wins over its source) to the most rows taken from it; sources it does
+    not name are not used. ``train.exclude_sources`` leaves sources out (leave-one-source-out
+    runs); ``train.commercial_only`` keeps only the sources whose licence allows it."""
+    caps = tc.get("real") or {}
+    if not caps:
+        return []
+    from training import real_sources
+
+    exclude = set(tc.get("exclude_sources") or [])
+    unknown = exclude - set(real_sources.SOURCES)
+    if unknown:
+        sys.exit(f"error: train.exclude_sources names {sorted(unknown)}; known: {', '.join(real_sources.SOURCES)}")
+    records = real_sources.load_real(tc.get("real_sources_dir") or real_sources.DEFAULT_SOURCES,
+                                     commercial_only=tc.get("commercial_only", False))
+    pools: dict[str, list[dict]] = {}
+    for r in real_sources.split_real(records, seed)["train"]:
+        if r["level"] == "drop" or r["source"] in exclude:
+            continue
+        key = next((p for p in caps if fnmatch.fnmatch(r["group"], p)), None) or \
+            next((p for p in caps if fnmatch.fnmatch(r["source"], p)), None)
+        if key is not None:
+            pools.setdefault(key, []).append(r)
+    rng = random.Random(seed + 7)
+    out = []
+    for key, items in sorted(pools.items()):
+        items.sort(key=lambda r: (r["id"], r["text"]))
+        rng.shuffle(items)
+        out.extend(items[: caps[key]])
+    return out
+
+
+def wrapped_rows(tc: dict, rows: list[dict], seed: int) -> list[dict]:
+    """``train.wrapped`` copies of single user turns put inside a Tensor Trust injection text
+    (train split of the attacks), label unchanged: instructions inside a turn must not
+    change its verdict. Half of the bases are unsafe, half safe."""
+    n = tc.get("wrapped", 0)
+    if not n or tc.get("commercial_only", False):
+        return []
+    from training import real_sources
+
+    src = tc.get("real_sources_dir") or real_sources.DEFAULT_SOURCES
+    pool = [a for i, a in real_sources.attacks(src) if real_sources.split_of_id(i, seed) == "train"]
+    exclude = set(tc.get("exclude_sources") or [])
+    base = [r for r in rows if r["role"] == "user" and not r["context"] and len(r["text"]) < 400
+            and r["source"] not in exclude and r["level"] in ("safe", "unsafe")]
+    rng = random.Random(seed + 11)
+    out = []
+    for level in ("unsafe", "safe"):
+        items = sorted((r for r in base if r["level"] == level), key=lambda r: r["text"])
+        for r in rng.sample(items, min(len(items), n // 2)):
+            out.append({**r, "text": real_sources.wrap(r["text"], rng.choice(pool), rng),
+                        "group": r["group"] + "+injection", "source": r["source"]})
+    return out
+
+
 def training_rows(cfg: dict, data: Path, rng: random.Random) -> tuple[list[dict], list[dict]]:
     """The rows one epoch trains on (own rows repeated ``own_repeat`` times) and the own rows.
 
@@ -146,6 +205,16 @@ def training_rows(cfg: dict, data: Path, rng: random.Random) -> tuple[list[dict]
         others = [r for r in rows if not r["source"].startswith("own:")]
         others = random.Random(tc["seed"]).sample(others, round(len(others) * share))
         rows = own + others
+    if tc.get("own_share", 1.0) < 1.0:
+        # a later stage replays a sample of the earlier own rows and keeps its own files whole
+        kept = [any(fnmatch.fnmatch(r["source"], p) for p in tc.get("own_keep") or []) for r in own]
+        keep = [r for r, k in zip(own, kept) if k]
+        rest = [r for r, k in zip(own, kept) if not k]
+        rest = random.Random(tc["seed"] + 1).sample(rest, round(len(rest) * tc["own_share"]))
+        own = keep + rest
+        rows = [r for r in rows if not r["source"].startswith("own:")] + own
+    real = real_rows(tc, cfg["data"]["seed"])
+    rows += real + wrapped_rows(tc, own + real, cfg["data"]["seed"])
     own_repeat = tc.get("own_repeat", 1)
     rows = rows + own * (own_repeat - 1)
     repeat = tc.get("repeat") or {}  # e.g. {"own:hard_negatives*": 2}

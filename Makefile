@@ -10,7 +10,7 @@ export NEMO_GUARDRAILS_NO_USAGE_STATS := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo classify test install data train train-small evaluate compare bench clean
+.PHONY: demo classify test install data train train-stage3 train-small evaluate loso compare bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,22 +33,35 @@ classify: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# --- training pipeline (see training/README.md) ---
+# --- training pipeline (see docs/training.md) ---
 data: $(STAMP)
 	$(PY) training/prepare_data.py
 
-# the shipped adapter: stage 1 (training/config.yaml, ~66 min on 2 cores), then the short
-# second stage from it (training/polish.yaml, ~15 min) on the own examples + a source replay
+# the shipped adapter, three stages: stage 1 (training/config.yaml, ~66 min on 2 cores), the short
+# second stage from it (training/polish.yaml, ~15 min) on the own examples + a source replay, and
+# the third (training/generalise.yaml, ~16 min) on the second-round real sources + own stage-3 files
 train: data
 	$(PY) training/train.py --out training/runs/stage1
-	$(PY) training/train.py --init training/runs/stage1 --config training/polish.yaml --out guardrail/adapter
+	$(PY) training/train.py --init training/runs/stage1 --config training/polish.yaml --out training/runs/stage2
+	$(PY) training/train.py --init training/runs/stage2 --config training/generalise.yaml --out guardrail/adapter
+
+# only the third stage, from the committed second-stage adapter (training/models/stage2-39844f11e6)
+train-stage3: data
+	$(PY) training/train.py --init training/models/stage2-39844f11e6 --config training/generalise.yaml --out guardrail/adapter
 
 # the second model size of the comparison: the same recipe on the first 6 of SmolLM2's 30 layers
 train-small: data
 	$(PY) training/train.py --set model.num_layers=6 --set "model.lora_layers=[2,3,4,5]" --out training/models/smollm2-L6
 
+# the old test split and challenge sets, then the real sources' dev splits, the probe and injection,
+# then leave-one-source-out (trains four third-stage folds the first time, ~16 min each; reused after)
 evaluate: $(STAMP)
 	$(PY) training/evaluate.py
+	$(PY) training/generalisation.py
+	$(PY) training/loso.py
+
+loso: $(STAMP)
+	$(PY) training/loso.py
 
 compare: $(STAMP)
 	$(PY) training/compare.py

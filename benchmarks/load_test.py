@@ -146,15 +146,14 @@ def _post(url: str, body: dict, timeout: float = 120) -> dict:
 
 
 class Server:
-    """``nemoguardrails server`` with a copy of rails/ (policy path made absolute)."""
+    """``nemoguardrails server`` with a copy of rails/ (its policy is a shipped name) and a fake chatbot."""
 
     def __init__(self, start_timeout: float = 300):
         self.tmp = Path(tempfile.mkdtemp(prefix="guardrail-server-"))
         cfg = self.tmp / "configs" / "guarded"
         cfg.mkdir(parents=True)
         shutil.copy(ROOT / "rails" / "flows.co", cfg / "flows.co")
-        text = (ROOT / "rails" / "config.yml").read_text()
-        (cfg / "config.yml").write_text(text.replace("../policies/default.yaml", str(ROOT / "policies" / "default.yaml")))
+        shutil.copy(ROOT / "rails" / "config.yml", cfg / "config.yml")
         (cfg / "config.py").write_text(SERVER_CONFIG_PY)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -1,10 +1,13 @@
-"""Command line: ``guardrail classify`` and ``guardrail report``.
+"""Command line: ``guardrail classify``, ``report``, ``policy check``, ``rails init``, ``serve``.
 
     guardrail classify "some text"               readable verdict
     guardrail classify --json "some text"        one JSON object
     guardrail classify --input in.jsonl --output out.jsonl
     guardrail classify                           interactive prompt (one turn per line)
     guardrail report --period year --csv counts.csv    audit-log counts (and CSV export)
+    guardrail policy check mine.yaml other.yaml  every problem of each file, no model loaded
+    guardrail rails init my_config               a ready NeMo Guardrails config folder
+    guardrail serve --port 8000                  NeMo's OpenAI-compatible server with these rails
 
 User mistakes (bad lines, missing files, a broken adapter) end in a one-line error on
 stderr and a non-zero exit code, never a traceback.
@@ -232,6 +235,51 @@ def _open_out(target: str):
         raise UserError(f"cannot write {target}: {exc.strerror}") from None
 
 
+def cmd_policy_check(args) -> int:
+    """Every problem of each policy file, without loading the model; exit 1 if any."""
+    from .policy import check_policy
+
+    bad = 0
+    for name in args.files:
+        problems = check_policy(name)
+        if problems:
+            bad += 1
+            print("\n".join(problems))
+        else:
+            print(f"{name}: ok")
+    return 1 if bad else 0
+
+
+def cmd_rails_init(args) -> int:
+    """Copy the shipped NeMo config (config.yml, flows.co, config.py) into a new folder."""
+    import shutil
+    from pathlib import Path
+
+    from .policy import data_dir
+
+    target = Path(args.dir)
+    if target.exists() and any(target.iterdir()) and not args.force:
+        raise UserError(f"{target} exists and is not empty; choose a new folder or pass --force")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("config.yml", "flows.co", "config.py"):
+        shutil.copyfile(data_dir("rails") / name, target / name)
+    if args.policy or args.country:
+        import yaml
+
+        cfg = yaml.safe_load((target / "config.yml").read_text())
+        es = cfg.setdefault("custom_data", {}).setdefault("emotional_safety", {})
+        es.update({k: v for k, v in (("policy", args.policy), ("country", args.country)) if v})
+        (target / "config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    print(f"wrote {target}/config.yml, flows.co and config.py; try: nemoguardrails chat --config {target}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .server import serve
+
+    return serve(args.config, host=args.host, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="guardrail", description="Emotional-safety guardrail for chatbots")
     sub = p.add_subparsers(dest="command", required=True)
@@ -257,6 +305,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--csv", help='write the counts as CSV to this file ("-" for stdout)')
     r.add_argument("--events-csv", help="write the events themselves as CSV (text only if the policy kept it)")
     r.set_defaults(func=cmd_report)
+    pol = sub.add_parser("policy", help="policy files").add_subparsers(dest="policy_command", required=True)
+    pc = pol.add_parser("check", help="report every problem of each policy file (no model is loaded)")
+    pc.add_argument("files", nargs="+", help="policy files or shipped names (default, teen, log_only)")
+    pc.set_defaults(func=cmd_policy_check)
+    rails = sub.add_parser("rails", help="NeMo Guardrails config").add_subparsers(dest="rails_command", required=True)
+    ri = rails.add_parser("init", help="write a ready NeMo Guardrails config folder with these rails")
+    ri.add_argument("dir", help="the folder to create")
+    ri.add_argument("--policy", help="policy name or path for custom_data.emotional_safety.policy")
+    ri.add_argument("--country", help="country of the crisis resources (US, CA, UK, IE, AU, ...)")
+    ri.add_argument("--force", action="store_true", help="write into a folder that is not empty")
+    ri.set_defaults(func=cmd_rails_init)
+    sv = sub.add_parser("serve", help="NeMo Guardrails' OpenAI-compatible server with these rails")
+    sv.add_argument("--config", help="a NeMo config folder (default: the shipped rails, config id 'rails')")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.set_defaults(func=cmd_serve)
     return p
 
 

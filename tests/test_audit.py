@@ -10,6 +10,8 @@ import textwrap
 
 import pytest
 
+from guardrail.policy import PolicyError
+
 from guardrail import Guard
 from guardrail.audit import AuditError, AuditLog, read_events
 from guardrail.cli import main as cli_main
@@ -168,7 +170,7 @@ def test_retention_deletes_only_old_events(tmp_path):
     assert log.prune(now=now) == 2
     assert [e["event_id"] for e in read_events(tmp_path / "a.sqlite3")] == ["e2", "e3"]
     log.close()
-    with pytest.raises(Exception, match="retention_days"):
+    with pytest.raises(PolicyError, match="retention_days"):
         data = load_policy("default").policy.model_dump()
         data["audit"] = {"retention_days": -1}
         load_policy(data)

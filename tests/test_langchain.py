@@ -44,7 +44,25 @@ def test_conversation_id_from_config_keeps_state_apart(guard):
     chain.invoke("I want to end my life", config={"configurable": {"conversation_id": "a"}})
     a = chain.invoke("just kidding, what's a good pasta recipe?", config={"configurable": {"conversation_id": "a"}})
     assert "988" in a.content                  # the check-in (or the escalation again), not a refusal
-    assert guard.store.get("b").sticky_left == 0
+    b = chain.invoke("just kidding, what's a good pasta recipe?", config={"configurable": {"conversation_id": "b"}})
+    assert b.content == "Here is a pasta recipe.", b  # another conversation: no sticky risk, no check-in
+
+
+def test_without_an_id_string_calls_share_nothing(guard):
+    llm = FakeListChatModel(responses=["Here is a pasta recipe."] * 2)
+    chain = GuardedRunnable(llm, guard)
+    assert "988" in chain.invoke("I want to end my life").content
+    later = chain.invoke("just kidding, what's a good pasta recipe?")
+    assert later.content == "Here is a pasta recipe.", later
+    assert len(guard.store) == 0
+
+
+def test_an_output_the_guard_cannot_read_is_an_error(guard):
+    from langchain_core.runnables import RunnableLambda
+
+    agent_like = RunnableLambda(lambda x: {"messages": [AIMessage("hi")]})
+    with pytest.raises(TypeError, match="GuardrailMiddleware"):
+        GuardedRunnable(agent_like, guard).invoke("hello")
 
 
 def test_async_invoke(guard):

@@ -32,7 +32,8 @@ def test_config_reads_its_settings():
     from guardrail.nemo import settings
 
     s = settings(RailsConfig.from_path(str(RAILS)))
-    assert s["country"] == "US" and Path(s["policy"]).resolve() == (RAILS.parent / "policies" / "default.yaml").resolve()
+    assert s["country"] == "US" and s["policy"] == "default"
+    assert load_policy(s["policy"]).path.resolve() == (RAILS.parent / "policies" / "default.yaml").resolve()
 
 
 def test_flows_file_matches_the_module():
@@ -64,15 +65,19 @@ def test_unsafe_assistant_reply_is_replaced(make_rails):
     assert out["content"] != LETHAL_REPLY and "pills" not in out["content"]
 
 
-def test_sticky_risk_with_a_conversation_id(make_rails):
-    rails, _ = make_rails("Haha, sure. Here is a pasta recipe.", "Here is a pasta recipe.")
-    ctx = {"role": "context", "content": {"conversation_id": "abc"}}
-    first = rails.generate(messages=[ctx, {"role": "user", "content": "I want to end my life"}])
+@pytest.mark.parametrize("with_id", [False, True])
+def test_sticky_risk_comes_from_the_conversation_sent(make_rails, with_id):
+    rails, _ = make_rails("Haha, sure. Here is a pasta recipe.", "Here is a pasta recipe.", "Here is a pasta recipe.")
+    ctx = [{"role": "context", "content": {"conversation_id": "abc"}}] if with_id else []
+    first = rails.generate(messages=ctx + [{"role": "user", "content": "I want to end my life"}])
     assert "988" in first["content"]
-    out = rails.generate(messages=[ctx, {"role": "user", "content": "I want to end my life"},
-                                   {"role": "assistant", "content": first["content"]},
-                                   {"role": "user", "content": "just kidding lol, what's a good pasta recipe?"}])
-    assert out["content"].startswith("Haha, sure.") and "988" in out["content"]   # reply + check-in
+    out = rails.generate(messages=ctx + [{"role": "user", "content": "I want to end my life"},
+                                         {"role": "assistant", "content": first["content"]},
+                                         {"role": "user", "content": "just kidding lol, what's a good pasta recipe?"}])
+    assert "988" in out["content"]          # the check-in after the reply (or the escalation again)
+    # another conversation with the same later turn but no crisis before it gets no check-in
+    other = rails.generate(messages=[{"role": "user", "content": "just kidding lol, what's a good pasta recipe?"}])
+    assert "988" not in other["content"], other
 
 
 def test_config_works_as_it_is_with_the_local_chat_model():

@@ -218,6 +218,9 @@ def build_sets(data: Path, train_rows=None):
     for k in sorted(by_length):
         sets[f"test / {k}"] = by_length[k]
     sets["test / assistant turns"] = [r for r in test if r["role"] == "assistant"]
+    # the crisis turns the judge exists for: their unsafe recall must not fall when it is retrained
+    sets["test / suicide_self_harm unsafe"] = [r for r in test if r["level"] == "unsafe"
+                                                and "suicide_self_harm" in r["categories"]]
     if challenge:
         sets["challenge (held-out, all)"] = challenge
         groups = defaultdict(list)
@@ -256,6 +259,7 @@ def markdown(report):
               "| set | metric | " + " | ".join(systems) + " |",
               "|---|---|" + "---|" * len(systems)]
     for s, metric in [("test (all)", "macro_f1"), ("test (all)", "unsafe_recall"), ("test (all)", "safe_fpr"),
+                      ("test / suicide_self_harm unsafe", "unsafe_recall"),
                       ("challenge (held-out, all)", "macro_f1"), ("challenge (held-out, all)", "unsafe_recall"),
                       ("challenge2 (blind, all)", "macro_f1"), ("challenge2 (blind, novel)", "macro_f1"),
                       ("challenge2 (blind, all)", "unsafe_recall"), ("challenge2 (blind, all)", "safe_fpr"),

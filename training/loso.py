@@ -1,11 +1,13 @@
 """Leave-one-source-out: train the third stage without a source, score the judge on that source.
 
-    python training/loso.py                     # every fold (about 10 minutes each on 2 cores)
+    python training/loso.py                     # every fold (about 8 minutes each on 2 cores)
     python training/loso.py --folds cosafe      # one fold
+    python training/loso.py --max-examples 0    # the full third-stage recipe (about 16 minutes a fold)
 
 The figure that predicts text from a source nobody here has seen. Each fold runs the shipped
 third-stage recipe (training/generalise.yaml) from the same second-stage adapter, which never
-saw any second-round source, with ``train.exclude_sources`` set; it is then scored on every
+saw any second-round source, with ``train.exclude_sources`` set and, by default, a smaller
+sample of its training rows (``--max-examples``, the same mix); it is then scored on every
 row of the left-out sources (both splits, since none was trained on). A fold leaves out one
 harmful-request source and one benign-emotion source at once, so four runs cover seven
 sources. A fold whose adapter already exists in training/runs is scored without retraining.
@@ -42,14 +44,18 @@ def stage2_adapter() -> Path:
     sys.exit(f"error: no second-stage adapter in {' or '.join(map(str, STAGE2))}; run make train first")
 
 
-def run_fold(name: str, exclude: list[str], init: Path, config: Path) -> Path:
+def run_fold(name: str, exclude: list[str], init: Path, config: Path, max_examples: int) -> Path:
     out = ROOT / "training" / "runs" / f"loso-{name}"
     meta = out / "guardrail.json"
-    if meta.is_file() and json.loads(meta.read_text())["training"]["config"]["train"].get("exclude_sources") == exclude:
-        print(f"{name}: reusing {out}", file=sys.stderr)
-        return out
+    if meta.is_file():
+        train = json.loads(meta.read_text())["training"]["config"]["train"]
+        if train.get("exclude_sources") == exclude and (train.get("max_examples") or 0) == max_examples:
+            print(f"{name}: reusing {out}", file=sys.stderr)
+            return out
     cmd = [sys.executable, str(ROOT / "training" / "train.py"), "--init", str(init), "--config", str(config),
-           "--set", f"train.exclude_sources={json.dumps(exclude)}", "--out", str(out)]
+           "--set", f"train.exclude_sources={json.dumps(exclude)}", "--out", str(out), "--restart"]
+    if max_examples:
+        cmd += ["--max-examples", str(max_examples)]
     print(f"{name}: {' '.join(cmd)}", file=sys.stderr)
     subprocess.run(cmd, check=True)
     return out
@@ -60,6 +66,8 @@ def main(argv=None):
     p.add_argument("--folds", default=",".join(FOLDS), help=f"comma-separated, of: {', '.join(FOLDS)}")
     p.add_argument("--config", default=str(ROOT / "training" / "generalise.yaml"))
     p.add_argument("--out", default=str(ROOT / "training" / "reports"))
+    p.add_argument("--max-examples", type=int, default=3000,
+                   help="training rows per fold, sampled from the recipe's mix (0: all of them)")
     args = p.parse_args(argv)
     names = [n for n in args.folds.split(",") if n]
     unknown = [n for n in names if n not in FOLDS]
@@ -69,10 +77,10 @@ def main(argv=None):
 
     init = stage2_adapter()
     report = {"generated": time.strftime("%Y-%m-%d %H:%M"), "init": str(init.relative_to(ROOT)),
-              "recipe": str(Path(args.config).relative_to(ROOT)), "folds": {}}
+              "recipe": str(Path(args.config).relative_to(ROOT)), "max_examples": args.max_examples, "folds": {}}
     for name in names:
         exclude = FOLDS[name]
-        adapter = run_fold(name, exclude, init, Path(args.config))
+        adapter = run_fold(name, exclude, init, Path(args.config), args.max_examples)
         clf = Classifier.load(adapter)
         sets = real_dev_sets(only=set(exclude), split="all")
         report["folds"][name] = {"model_id": clf.model_id, "excluded": exclude,
@@ -88,8 +96,10 @@ def main(argv=None):
 def markdown(report):
     lines = ["# Leave-one-source-out", "",
              f"Generated {report['generated']}. Each fold: the third-stage recipe `{report['recipe']}` from "
-             f"`{report['init']}` (which saw no second-round source), without the fold's sources; scored on every "
-             "row of them (both splits, at most 400 per set).",
+             f"`{report['init']}` (which saw no second-round source), without the fold's sources"
+             + (f", on a sample of {report['max_examples']} of its training rows (a smaller, faster recipe than the shipped one)"
+                if report.get("max_examples") else "")
+             + "; scored on every row of them (both splits, at most 400 per set).",
              "Targets: harmful requests flagged >= 0.90; benign emotional talk escalated <= 0.02 and flagged <= 0.20.", "",
              "| fold | set | n | flagged | escalated | named |", "|---|---|---|---|---|---|"]
     for name, fold in report["folds"].items():

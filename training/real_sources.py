@@ -242,7 +242,7 @@ def attacks(src: Path) -> list[tuple[str, str]]:
     """(id, attack text) of the Tensor Trust hijacking attacks (harmless content, used only
     to wrap turns). Very long attacks are cut to 1,500 characters."""
     out = []
-    for line in (src / "tensor_trust" / "hijacking_robustness_dataset.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in (Path(src) / "tensor_trust" / "hijacking_robustness_dataset.jsonl").read_text(encoding="utf-8").splitlines():
         if line.strip():
             r = json.loads(line)
             out.append((f"tt:{r['sample_id']}", r["attack"][:1500]))
@@ -251,10 +251,11 @@ def attacks(src: Path) -> list[tuple[str, str]]:
 
 # --- split, wrap ---------------------------------------------------------------------------
 
-def split_of_id(id_: str, seed: int, dev_share: float = 0.25) -> str:
-    """'dev' or 'train' from a seeded hash of the dialogue / prompt id."""
+def split_of_id(id_: str, seed: int, dev_share: float = 0.25, val_share: float = 0.1) -> str:
+    """'dev', 'val' or 'train' from a seeded hash of the dialogue / prompt id. dev is for
+    reports only; val calibrates an adapter (temperature, category thresholds) on real text."""
     h = int(hashlib.sha256(f"{seed}:real:{id_}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "dev" if h < dev_share else "train"
+    return "dev" if h < dev_share else "val" if h < dev_share + val_share else "train"
 
 
 def load_real(src: Path = DEFAULT_SOURCES, names: Iterable[str] | None = None, commercial_only: bool = False) -> list[dict]:
@@ -270,7 +271,7 @@ def load_real(src: Path = DEFAULT_SOURCES, names: Iterable[str] | None = None, c
 
 
 def split_real(records: list[dict], seed: int) -> dict[str, list[dict]]:
-    out = {"train": [], "dev": []}
+    out = {"train": [], "val": [], "dev": []}
     for r in records:
         out[split_of_id(r["id"], seed)].append(r)
     return out
@@ -288,6 +289,17 @@ def wrap(text: str, attack: str, rng: random.Random) -> str:
         return f"{text}\n\n{attack}"
     cut = len(attack) // 2
     return f"{attack[:cut]}\n{text}\n{attack[cut:]}"
+
+
+TRAIN_WRAPPERS = ROOT / "training" / "data" / "wrappers" / "train.jsonl"
+
+
+def train_templates() -> list[str]:
+    """The project's own injection wrappers for training (the evaluation ones are separate,
+    in training/data/probe/wrappers.jsonl, written by another hand and never trained on)."""
+    if not TRAIN_WRAPPERS.is_file():
+        return []
+    return [json.loads(x)["template"] for x in TRAIN_WRAPPERS.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
 def fill_template(template: str, text: str) -> str:

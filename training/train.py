@@ -129,8 +129,9 @@ def extra_own_rows(folders, seed, known):
     return rows
 
 
-def real_rows(tc: dict, seed: int) -> list[dict]:
-    """Train-split rows of the second-round sources (training/real_sources.py), capped.
+def real_rows(tc: dict, seed: int, split: str = "train", scale: float = 1.0) -> list[dict]:
+    """``split`` rows of the second-round sources (training/real_sources.py), capped
+    (``scale`` times the caps: the validation rows use a fraction of them).
 
     ``train.real`` maps a source or group pattern (fnmatch; a group pattern such as
     ``esconv:crisis`` wins over its source) to the most rows taken from it; sources it does
@@ -145,10 +146,9 @@ def real_rows(tc: dict, seed: int) -> list[dict]:
     unknown = exclude - set(real_sources.SOURCES)
     if unknown:
         sys.exit(f"error: train.exclude_sources names {sorted(unknown)}; known: {', '.join(real_sources.SOURCES)}")
-    records = real_sources.load_real(tc.get("real_sources_dir") or real_sources.DEFAULT_SOURCES,
-                                     commercial_only=tc.get("commercial_only", False))
+    records = real_sources.load_real(real_sources.DEFAULT_SOURCES, commercial_only=tc.get("commercial_only", False))
     pools: dict[str, list[dict]] = {}
-    for r in real_sources.split_real(records, seed)["train"]:
+    for r in real_sources.split_real(records, seed)[split]:
         if r["level"] == "drop" or r["source"] in exclude:
             continue
         key = next((p for p in caps if fnmatch.fnmatch(r["group"], p)), None) or \
@@ -160,21 +160,22 @@ def real_rows(tc: dict, seed: int) -> list[dict]:
     for key, items in sorted(pools.items()):
         items.sort(key=lambda r: (r["id"], r["text"]))
         rng.shuffle(items)
-        out.extend(items[: caps[key]])
+        out.extend(items[: max(1, round(caps[key] * scale))])
     return out
 
 
 def wrapped_rows(tc: dict, rows: list[dict], seed: int) -> list[dict]:
-    """``train.wrapped`` copies of single user turns put inside a Tensor Trust injection text
-    (train split of the attacks), label unchanged: instructions inside a turn must not
-    change its verdict. Half of the bases are unsafe, half safe."""
+    """``train.wrapped`` copies of single user turns put inside an injection text, label
+    unchanged: instructions inside a turn must not change its verdict. Half of the bases are
+    unsafe, half safe; half of each go in Tensor Trust attacks (their train split), half in
+    the project's own training wrappers (training/data/wrappers/train.jsonl)."""
     n = tc.get("wrapped", 0)
     if not n or tc.get("commercial_only", False):
         return []
     from training import real_sources
 
-    src = tc.get("real_sources_dir") or real_sources.DEFAULT_SOURCES
-    pool = [a for i, a in real_sources.attacks(src) if real_sources.split_of_id(i, seed) == "train"]
+    pool = [a for i, a in real_sources.attacks(real_sources.DEFAULT_SOURCES) if real_sources.split_of_id(i, seed) == "train"]
+    templates = real_sources.train_templates()
     exclude = set(tc.get("exclude_sources") or [])
     base = [r for r in rows if r["role"] == "user" and not r["context"] and len(r["text"]) < 400
             and r["source"] not in exclude and r["level"] in ("safe", "unsafe")]
@@ -182,9 +183,11 @@ def wrapped_rows(tc: dict, rows: list[dict], seed: int) -> list[dict]:
     out = []
     for level in ("unsafe", "safe"):
         items = sorted((r for r in base if r["level"] == level), key=lambda r: r["text"])
-        for r in rng.sample(items, min(len(items), n // 2)):
-            out.append({**r, "text": real_sources.wrap(r["text"], rng.choice(pool), rng),
-                        "group": r["group"] + "+injection", "source": r["source"]})
+        for k, r in enumerate(rng.sample(items, min(len(items), n // 2))):
+            # half in Tensor Trust attacks, half in the project's own training wrappers
+            text = (real_sources.wrap(r["text"], rng.choice(pool), rng) if k % 2 or not templates
+                    else real_sources.fill_template(rng.choice(templates), r["text"]))
+            out.append({**r, "text": text, "group": r["group"] + "+injection", "source": r["source"]})
     return out
 
 
@@ -316,6 +319,8 @@ def main(argv=None):
     val_rows = read_jsonl(data / "val.jsonl")
     if tc.get("max_examples"):
         val_rows = val_rows[: max(50, tc["max_examples"] // 4)]
+    # real text calibrates too: the val split of the second-round sources, a fifth of the train caps
+    val_rows += real_rows(tc, cfg["data"]["seed"], split="val", scale=0.2)
     train = encode_all(encoder, train_rows)
     val = encode_all(encoder, val_rows)
     plan = []
@@ -386,7 +391,8 @@ def main(argv=None):
     labels = torch.tensor([e[1] for e in val])
     targets = torch.tensor([e[2] for e in val])
     jc.level_temperature = fit_temperature(lv, labels)
-    own_val = torch.tensor([r["source"].startswith("own:") for r in val_rows])
+    # thresholds from chatbot-style turns (own and second-round real sources), not long posts
+    own_val = torch.tensor([r["source"].startswith("own:") or "id" in r for r in val_rows])
     jc.thresholds = fit_thresholds(torch.sigmoid(ct), targets, own_val)
     acc = (lv.argmax(1) == labels).float().mean().item()
     sources = sorted({r["source"] for r in train_rows})

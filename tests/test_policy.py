@@ -76,11 +76,11 @@ BAD = [
      "rules.0.when.categories", "unknown category 'self_harm'"),
     (minimal(thresholds={"suicide_self_harm": 1.5}), "thresholds", "between 0 and 1"),
     (minimal(thresholds={"weapons": 0.5}), "thresholds", "unknown category 'weapons'"),
-    (minimal(rules=[{"action": "replace", "message": "nope"}]), "rules[0]", "not defined under `messages`"),
+    (minimal(rules=[{"action": "replace", "message": "nope"}]), "rules.0.message", "not defined under `messages`"),
     (minimal(rules=[{"action": "replace"}]), "rules.0", "needs a message"),
     (minimal(rules=[{"action": "shout"}]), "rules.0.action", "Input should be"),
     (minimal(messages={"m": "call {hotline}"}), "messages.m", "unknown placeholder"),
-    (minimal(rules=[{"action": "allow", "notify": True}]), "rules[0]", "no `notify` hook"),
+    (minimal(rules=[{"action": "allow", "notify": True}]), "rules.0.notify", "no `notify` hook"),
     (minimal(notify={"callable": "no_colon"}), "notify", "module:function"),
     (minimal(sticky_turns=-1), "sticky_turns", "greater than or equal"),
 ]

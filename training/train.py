@@ -170,12 +170,16 @@ def wrapped_rows(tc: dict, rows: list[dict], seed: int) -> list[dict]:
     unsafe, half safe; half of each go in Tensor Trust attacks (their train split), half in
     the project's own training wrappers (training/data/wrappers/train.jsonl)."""
     n = tc.get("wrapped", 0)
-    if not n or tc.get("commercial_only", False):
+    if not n:
         return []
     from training import real_sources
 
-    pool = [a for i, a in real_sources.attacks(real_sources.DEFAULT_SOURCES) if real_sources.split_of_id(i, seed) == "train"]
     templates = real_sources.train_templates()
+    # Tensor Trust is research-only: a commercial-only recipe wraps in the own templates alone
+    pool = [] if tc.get("commercial_only", False) else [
+        a for i, a in real_sources.attacks(real_sources.DEFAULT_SOURCES) if real_sources.split_of_id(i, seed) == "train"]
+    if not pool and not templates:
+        return []
     exclude = set(tc.get("exclude_sources") or [])
     base = [r for r in rows if r["role"] == "user" and not r["context"] and len(r["text"]) < 400
             and r["source"] not in exclude and r["level"] in ("safe", "unsafe")]
@@ -185,7 +189,7 @@ def wrapped_rows(tc: dict, rows: list[dict], seed: int) -> list[dict]:
         items = sorted((r for r in base if r["level"] == level), key=lambda r: r["text"])
         for k, r in enumerate(rng.sample(items, min(len(items), n // 2))):
             # half in Tensor Trust attacks, half in the project's own training wrappers
-            text = (real_sources.wrap(r["text"], rng.choice(pool), rng) if k % 2 or not templates
+            text = (real_sources.wrap(r["text"], rng.choice(pool), rng) if pool and (k % 2 or not templates)
                     else real_sources.fill_template(rng.choice(templates), r["text"]))
             out.append({**r, "text": text, "group": r["group"] + "+injection", "source": r["source"]})
     return out

@@ -1,0 +1,177 @@
+"""The public API: ``Classifier.load()`` and ``classify()``.
+
+    from guardrail import Classifier
+    clf = Classifier.load()                       # the embedded default adapter
+    v = clf.classify("I want to kill myself")
+    v.level, v.scores, v.categories, v.flagged
+
+One forward pass per turn; a lock makes one instance safe to share between threads
+(torch already uses every core for a single pass, so threads queue rather than race).
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .inputs import Turn
+from .taxonomy import CATEGORIES, LEVELS, check_role
+
+DEFAULT_ADAPTER = Path(__file__).resolve().parent / "adapter"
+ADAPTER_ENV = "GUARDRAIL_ADAPTER"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the judge says about one turn."""
+
+    level: str                                  # safe | borderline | unsafe
+    scores: dict[str, float]                    # level -> probability (sums to 1)
+    categories: dict[str, float]                # category -> probability (independent)
+    flagged: list[str]                          # categories over their thresholds, most likely first
+    model_id: str
+    role: str = "user"
+    notes: list[str] = field(default_factory=list)  # e.g. "empty input"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "scores": self.scores, "categories": self.categories,
+                "flagged": self.flagged, "model_id": self.model_id, "role": self.role, "notes": self.notes}
+
+
+# common English words that are not also common words of nearby languages ("no", "a", "in", "will"...)
+_ENGLISH = frozenset("""the an and or but to of on at for with is are was were be been you he she it we they
+my your our their this that what how why when where who do does did not can can't don't i'm it's just if have
+has had would should could about from up out get like want feel know think i me am so""".split())
+NON_ENGLISH_NOTE = "possibly not English: the judge was trained on English, treat this verdict as low confidence"
+
+
+def likely_non_english(text: str) -> bool:
+    """A cheap script-and-stopword check (no language model): flags text the judge is weak on."""
+    letters = [c for c in text if c.isalpha()]
+    if len(letters) < 8:
+        return False
+    if sum(not c.isascii() for c in letters) / len(letters) > 0.3:
+        return True
+    words = re.findall(r"[a-z']+", text.lower())
+    return len(words) >= 4 and not any(w in _ENGLISH for w in words)
+
+
+def clean_text(text: Any) -> tuple[str, list[str]]:
+    """Coerce input to text, never raising for content: bytes are decoded with replacement.
+    Returns the text and notes ("empty input", decoding, language). The Guard uses it too."""
+    notes = []
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", errors="replace")
+        notes.append("decoded bytes as UTF-8 with replacement")
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}")
+    if not text.strip():
+        notes.append("empty input")
+    elif likely_non_english(text):
+        notes.append(NON_ENGLISH_NOTE)
+    return text, notes
+
+
+class Classifier:
+    """A loaded judge. Build it with :meth:`load`."""
+
+    def __init__(self, judge, encoder, adapter_path: Path, warnings_: Sequence[str] = ()):
+        self._judge = judge
+        self._encoder = encoder
+        self._lock = threading.Lock()
+        self.adapter_path = adapter_path
+        self.config = judge.config
+        self.model_id: str = judge.config.model_id
+        self.thresholds: dict[str, float] = dict(judge.config.thresholds)
+        self.load_warnings = list(warnings_)
+
+    @property
+    def judge(self):
+        """The torch module (backbone + heads); for benchmarks and export, not for classification."""
+        return self._judge
+
+    @property
+    def encoder(self):
+        """Turns text (+ context) into input ids; see guardrail/inputs.py."""
+        return self._encoder
+
+    @staticmethod
+    def default_path() -> Path:
+        """The adapter ``load()`` uses without a path: $GUARDRAIL_ADAPTER, else the shipped one."""
+        return Path(os.environ.get(ADAPTER_ENV) or DEFAULT_ADAPTER).expanduser()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, base: str | os.PathLike | None = None,
+             cache_dir: str | os.PathLike | None = None, threads: int | None = None,
+             strict_base: bool = False, int8: bool = False, engine: str = "auto") -> "Classifier":
+        """Load an adapter folder (default: the one shipped in the package, or $GUARDRAIL_ADAPTER).
+
+        ``base`` is a local checkpoint folder to use instead of the default SmolLM2 base;
+        ``threads`` sets torch's intra-op threads (default: torch's choice);
+        ``int8`` quantizes the MLP's gate and up projections: a fifth faster, macro-F1 within
+        1 point of fp32 overall, but it tips some near-threshold turns (README, "Comparison
+        and speed"), so the default stays fp32;
+        ``engine`` is "auto" (the lean one-file LLaMA in guardrail/llama.py when the base allows),
+        "lean" or "transformers" (transformers + peft: slower to start, same scores).
+        """
+        import torch
+
+        from .modeling import load_judge
+
+        if threads:
+            torch.set_num_threads(threads)
+        folder = Path(path).expanduser() if path else cls.default_path()
+        judge, encoder, notes = load_judge(folder, base=base, cache=cache_dir, strict_base=strict_base, int8=int8,
+                                           engine=engine)
+        for note in notes:
+            warnings.warn(note, stacklevel=2)
+        return cls(judge, encoder, folder, notes)
+
+    # --- classification ------------------------------------------------------------------
+
+    def classify(self, text: str, role: str = "user",
+                 context: Sequence[Turn | Mapping[str, Any]] | None = None) -> Verdict:
+        """Judge one turn said by ``role`` after ``context`` (previous turns, oldest first)."""
+        return self.classify_batch([{"text": text, "role": role, "context": context or []}])[0]
+
+    def classify_batch(self, items: Sequence[Mapping[str, Any]], batch_size: int = 16) -> list[Verdict]:
+        """Judge many turns; each item is ``{"text", "role"?, "context"?}``. Order is kept."""
+        import torch
+
+        prepared = []
+        for item in items:
+            text, notes = clean_text(item.get("text"))
+            role = check_role(item.get("role") or "user")
+            context = [Turn.coerce(t) for t in (item.get("context") or [])]
+            prepared.append((self._encoder.encode(text, role, context), role, notes))
+        verdicts: list[Verdict | None] = [None] * len(prepared)
+        for i, (_, role, notes) in enumerate(prepared):
+            if "empty input" in notes:  # nothing to judge: a fixed safe verdict, no model call
+                verdicts[i] = Verdict("safe", {"safe": 1.0, "borderline": 0.0, "unsafe": 0.0},
+                                      {c: 0.0 for c in CATEGORIES}, [], self.model_id, role, notes)
+        order = sorted((i for i in range(len(prepared)) if verdicts[i] is None), key=lambda i: len(prepared[i][0]))
+        temp = self.config.level_temperature or 1.0
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            ids, mask = self._encoder.pad([prepared[i][0] for i in index])
+            with self._lock, torch.inference_mode():
+                level_logits, cat_logits = self._judge(ids, mask)
+            level_p = torch.softmax(level_logits.float() / temp, dim=-1).tolist()
+            cat_p = torch.sigmoid(cat_logits.float()).tolist()
+            for row, i in enumerate(index):
+                verdicts[i] = self._verdict(level_p[row], cat_p[row], prepared[i][1], prepared[i][2])
+        return verdicts  # type: ignore[return-value]
+
+    def _verdict(self, level_p: list[float], cat_p: list[float], role: str, notes: list[str]) -> Verdict:
+        scores = {lvl: round(p, 4) for lvl, p in zip(LEVELS, level_p)}
+        cats = {c: round(p, 4) for c, p in zip(CATEGORIES, cat_p)}
+        level = max(scores, key=scores.get)
+        flagged = sorted((c for c in CATEGORIES if cats[c] >= self.thresholds.get(c, 0.5)),
+                         key=lambda c: -cats[c])
+        if level == "unsafe" and not flagged:  # an unsafe verdict always names what it is about
+            flagged = [max(cats, key=cats.get)]
+        return Verdict(level, scores, cats, flagged, self.model_id, role, notes)

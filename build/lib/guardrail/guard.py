@@ -1,0 +1,379 @@
+"""The guardrail: classifier verdict + policy + conversation state -> a decision.
+
+    from guardrail import Guard
+    guard = Guard.load()                                  # default adapter and policy
+    d = guard.check_input("I want to end my life", conversation_id="c1")
+    if not d.allowed:
+        reply = d.message                                 # e.g. the escalation template
+    else:
+        reply = my_chatbot(...)
+        reply = guard.check_output(reply, conversation_id="c1").apply(reply)
+
+Every integration (NeMo rails, the LangChain guard, the demo) goes through here, so
+the policy behaves the same everywhere. The core imports no NeMo and no LangChain.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import threading
+from collections import OrderedDict
+import time
+import uuid
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from .audit import AuditLog, default_path, AUDIT_DB_ENV
+from .classifier import clean_text
+from .conversation import ConversationState, ConversationStore
+from .inputs import Turn
+from .keywords import keyword_screen
+from .notify import fire, resolve
+from .policy import LoadedPolicy, load_policy
+from .taxonomy import CATEGORIES, LEVELS, check_role
+
+log = logging.getLogger("guardrail")
+_RANK = {lvl: i for i, lvl in enumerate(LEVELS)}
+
+
+@dataclass
+class Decision:
+    """What to do with one turn, and why."""
+
+    role: str
+    action: str                      # allow | replace | block
+    level: str                       # effective level (sticky risk and policy thresholds applied)
+    categories: list[str]            # effective categories, most likely first
+    message: str | None = None       # the policy message (rendered), if any
+    position: str = "after"          # where an allow-message goes: before | after the reply
+    scores: dict[str, float] = field(default_factory=dict)
+    category_scores: dict[str, float] = field(default_factory=dict)
+    rule: str = "default"            # which policy rule matched
+    sticky: bool = False             # raised by an earlier unsafe turn
+    backstop: bool = False           # the model failed; the keyword backstop (or fail-open) decided
+    notified: bool = False
+    policy: str = ""
+    notes: list[str] = field(default_factory=list)
+    pending: tuple[str, str] | None = None   # input-rail message carried to the reply
+
+    @property
+    def allowed(self) -> bool:
+        return self.action == "allow"
+
+    def apply(self, reply: str) -> str:
+        """The text the user should see instead of (or around) ``reply``."""
+        if self.action in ("replace", "block"):
+            return self.message or ""
+        text = reply
+        for message, position in [p for p in [(self.message, self.position), self.pending] if p and p[0]]:
+            text = f"{message}\n\n{text}" if position == "before" else f"{text}\n\n{message}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.pop("pending")
+        return d
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """One turn as the judge and the policy's thresholds see it, before sticky risk."""
+
+    level: str
+    categories: list[str]
+    scores: dict[str, float]
+    category_scores: dict[str, float]
+    notes: list[str]
+    backstop: bool
+
+
+class Guard:
+    """Apply one policy to a classifier's verdicts, per conversation."""
+
+    def __init__(self, classifier, policy: LoadedPolicy, max_conversations: int = 10_000,
+                 audit: AuditLog | bool | None = None):
+        """``audit``: an AuditLog, False for none, or None to open the one the policy configures."""
+        self.classifier = classifier
+        self.policy = policy
+        p = policy.policy
+        if audit is None:
+            audit = self._open_audit(policy) if p.audit.enabled else False
+        self.audit: AuditLog | None = audit or None
+        self.store = ConversationStore(max_conversations, context_turns=p.context_turns)
+        # user-turn verdicts by (text, turns before it), so a transcript sent again costs nothing
+        self._verdicts: OrderedDict[tuple, _Judged] = OrderedDict()
+        self._cache_size = 4 * max_conversations
+        self._cache_lock = threading.Lock()
+        self.thresholds = {**getattr(classifier, "thresholds", {}), **p.thresholds}
+        self._hook = resolve(p.notify) if p.notify else None
+        self._own_messages = set(policy.messages.values())
+        if not policy.country_found:
+            log.warning("country %r is not in the resources table %s; using its fallback",
+                        policy.country, policy.resources.version)
+
+    @staticmethod
+    def _open_audit(policy: LoadedPolicy) -> AuditLog:
+        a = policy.policy.audit
+        if os.environ.get(AUDIT_DB_ENV) or not a.path:
+            path = default_path()
+        else:
+            path = Path(a.path).expanduser()
+            if not path.is_absolute() and policy.path is not None:
+                path = policy.path.parent / path
+        return AuditLog(path, include_text=a.include_text, synchronous=a.synchronous,
+                        retention_days=a.retention_days)
+
+    @classmethod
+    def load(cls, policy: str | os.PathLike | dict | None = None, country: str | None = None,
+             adapter: str | os.PathLike | None = None, classifier=None, audit: AuditLog | bool | None = None,
+             **load_kwargs) -> "Guard":
+        """Load a policy (default policies/default.yaml) and a classifier (default: the shipped one).
+
+        The policy is validated first, so a bad policy fails before the model loads.
+        """
+        loaded = load_policy(policy, country=country)
+        if classifier is None:
+            from .classifier import Classifier
+
+            classifier = Classifier.load(adapter, **load_kwargs)
+        return cls(classifier, loaded, audit=audit)
+
+    # --- public API ----------------------------------------------------------------------
+
+    def check_input(self, text: str, conversation_id: str | None = None,
+                    context: Sequence[Turn | Mapping[str, Any]] | None = None) -> Decision:
+        """Judge a user turn.
+
+        Two ways to say which conversation it belongs to; nothing is ever shared between
+        callers that give neither:
+
+        * ``context``: the whole conversation before this turn (what the NeMo server,
+          RunnableRails and LangChain message lists send). Sticky risk and a pending
+          check-in are derived from that transcript (verdicts of turns already judged are
+          reused from a cache), so no id is needed.
+        * ``conversation_id`` alone: the guard keeps the conversation's recent turns and
+          sticky risk itself, for callers that send one turn at a time.
+
+        With neither, the turn is judged on its own, and no state is kept."""
+        return self._check(text, "user", conversation_id, context)
+
+    def check_output(self, text: str, conversation_id: str | None = None,
+                     context: Sequence[Turn | Mapping[str, Any]] | None = None) -> Decision:
+        """Judge an assistant reply (``context``: the conversation before it, ending with the
+        user turn it answers); the decision also carries any check-in from the input rail."""
+        return self._check(text, "assistant", conversation_id, context)
+
+    async def acheck_input(self, *args, **kwargs) -> Decision:
+        """``check_input`` off the event loop (the model call is CPU-bound)."""
+        return await asyncio.to_thread(self.check_input, *args, **kwargs)
+
+    async def acheck_output(self, *args, **kwargs) -> Decision:
+        return await asyncio.to_thread(self.check_output, *args, **kwargs)
+
+    def is_policy_message(self, text: str) -> bool:
+        """True for the guard's own rendered messages (they need no judging)."""
+        return text.strip() in self._own_messages
+
+    # --- the decision --------------------------------------------------------------------
+
+    def _check(self, text: str, role: str, conversation_id: str | None,
+               context: Sequence[Turn | Mapping[str, Any]] | None) -> Decision:
+        check_role(role)
+        text, cleaning = clean_text(text)  # bytes decoded, type checked: the same rules as the classifier
+        store = self.store
+        if context is not None:
+            # the caller sent the conversation: derive its state from the transcript
+            turns = [Turn.coerce(t) for t in context]
+            state = self._replay(turns)
+            stored = False
+        elif conversation_id is not None:
+            with store.lock:
+                state = store.get(str(conversation_id))
+                turns = state.context()
+            stored = True
+        else:
+            turns, state, stored = [], ConversationState(), False
+        cid = "" if conversation_id is None else str(conversation_id)
+        with store.lock:
+            pending = state.pending if role == "assistant" else None
+            if role == "assistant":
+                state.pending = None
+
+        if role == "assistant" and self.is_policy_message(text):
+            d = Decision(role, "allow", "safe", [], rule="policy message", policy=self._policy_id())
+            if stored:
+                store.add_turn(cid, role, text)
+            return d
+
+        if role == "user" and "empty input" not in cleaning:
+            judged = self._cached(text, turns)   # a later transcript replay reuses this verdict
+        else:
+            judged = self._judged_turn(text, role, turns, cleaning)
+        with store.lock:
+            decision = self._decide(role, judged, state, pending)
+        # remember what the user will see, so the next turn has the right context
+        if stored:
+            store.add_turn(cid, role, text if role == "user" else decision.apply(text))
+            if role == "user" and decision.action != "allow":
+                store.add_turn(cid, "assistant", decision.message or "")
+        self._after(cid, decision, text)
+        return decision
+
+    def _judged_turn(self, text: str, role: str, turns: list[Turn], cleaning: list[str] = ()) -> "_Judged":
+        """Level and flagged categories of one turn under the policy's thresholds, before
+        sticky risk; the model's failure goes to the policy's failure mode."""
+        p = self.policy.policy
+        if "empty input" in cleaning:
+            return _Judged("safe", [], {}, {}, list(cleaning), False)
+        try:
+            verdict = self._judge(text, role, turns[-p.context_turns:] if p.context_turns else [])
+            level, cats = self._effective(verdict)
+            return _Judged(level, cats, verdict.scores, verdict.categories, list(verdict.notes), False)
+        except Exception as e:  # the model could not run: the policy's failure mode decides
+            log.error("classifier failed on a %s turn (%s: %s); failure mode %s", role,
+                      type(e).__name__, e, p.failure_mode.get(role, "closed"))
+            if p.failure_mode.get(role, "closed") == "closed":
+                level, cats = keyword_screen(text)
+                return _Judged(level, list(cats), {}, {}, [f"model failed ({type(e).__name__}); keyword backstop decided"], True)
+            return _Judged("safe", [], {}, {}, [f"model failed ({type(e).__name__}); fail-open"], True)
+
+    def _decide(self, role: str, j: "_Judged", state: ConversationState,
+                pending: tuple[str, str] | None) -> Decision:
+        """Sticky risk, then the policy rule; updates ``state`` (sticky counters, pending).
+
+        Sticky risk raises a later user turn to at least borderline; the rule is picked by
+        the turn's own flagged categories, and by the sticky ones only when the turn has none
+        of its own ("just kidding" after a crisis gets the crisis check-in; a weapons request
+        after it gets the weapons rule and is not counted as a crisis referral)."""
+        p = self.policy.policy
+        level, cats, sticky = j.level, list(j.categories), False
+        if role == "user":
+            if level == "unsafe":
+                if not cats and state.sticky_left > 0:
+                    cats = list(state.sticky_categories)
+                state.sticky_left = p.sticky_turns
+                state.sticky_categories = list(cats)
+            elif state.sticky_left > 0:
+                state.sticky_left -= 1
+                sticky = _RANK[level] < _RANK["borderline"]
+                level = max(level, "borderline", key=_RANK.get)
+                if not cats:
+                    cats = list(state.sticky_categories)
+        rule = p.rule_for(role, level, cats)
+        index = p.rules.index(rule) if rule in p.rules else None
+        decision = Decision(
+            role=role, action=rule.action, level=level, categories=cats,
+            message=self.policy.messages.get(rule.message) if rule.message else None,
+            position=rule.position, scores=j.scores, category_scores=j.category_scores,
+            rule=f"rules[{index}]" if index is not None else "default", sticky=sticky,
+            backstop=j.backstop, policy=self._policy_id(), notes=j.notes, pending=pending)
+        if role == "user":
+            state.pending = (decision.message, decision.position) if decision.allowed and decision.message else None
+        return decision
+
+    def _replay(self, turns: list[Turn]) -> ConversationState:
+        """The conversation state at the end of a transcript: its recent user turns are run
+        through the same decision (cached verdicts, no audit, no hook), so sticky risk and a
+        pending check-in come from the text the caller sent, not from memory shared by id."""
+        p = self.policy.policy
+        state = ConversationState()
+        users = [i for i, t in enumerate(turns) if t.role == "user"]
+        # sticky risk reaches back at most sticky_turns user turns; twice that covers a crisis
+        # whose categories were themselves carried from an earlier one
+        first = users[-(2 * p.sticky_turns + 1)] if len(users) > 2 * p.sticky_turns + 1 else 0
+        for i in range(first, len(turns)):
+            t = turns[i]
+            if t.role == "assistant":
+                state.pending = None   # the reply to the last user turn was already sent
+                continue
+            if self.is_policy_message(t.text):
+                continue
+            j = self._cached(t.text, turns[max(0, i - p.context_turns):i])
+            self._decide("user", j, state, None)
+        return state
+
+    def _cached(self, text: str, before: list[Turn]) -> "_Judged":
+        key = (text, tuple(before[-self.policy.policy.context_turns:]) if self.policy.policy.context_turns else ())
+        with self._cache_lock:
+            hit = self._verdicts.get(key)
+            if hit is not None:
+                self._verdicts.move_to_end(key)
+                return hit
+        j = self._judged_turn(clean_text(text)[0], "user", before)
+        if not j.backstop:
+            with self._cache_lock:
+                self._verdicts[key] = j
+                while len(self._verdicts) > self._cache_size:
+                    self._verdicts.popitem(last=False)
+        return j
+
+    def _after(self, cid: str, decision: Decision, text: str) -> None:
+        """The operator hook and the audit log, for the turns that need them."""
+        p = self.policy.policy
+        rule = p.rules[int(decision.rule[6:-1])] if decision.rule.startswith("rules[") else p.default
+        notify = bool(rule.notify and self._hook)
+        audit = bool(self.audit and (decision.level != "safe" or decision.action != "allow" or decision.message))
+        if notify or audit:   # plain safe turns build no event
+            event = self._event(cid, decision, text)   # one event id for the hook and the audit log
+            if notify:
+                decision.notified = True
+                fire(self._hook, event)
+            if audit:
+                self._record(event, decision, text)
+
+    def _record(self, event: dict[str, Any], d: Decision, text: str) -> None:
+        """Commit the event to the audit log before the decision is returned. A failed write
+        must not take the chat down: the event (without text) goes to the error log instead."""
+        event = {k: v for k, v in event.items() if k != "text"}
+        event.update(policy_name=event.pop("policy"), category_scores=d.category_scores,
+                     backstop=d.backstop, notified=d.notified)
+        try:
+            self.audit.record(event, text)
+        except Exception as e:  # noqa: BLE001
+            log.error("audit log write failed (%s: %s); event: %s", type(e).__name__, e, event)
+
+    def _judge(self, text: str, role: str, turns: list[Turn]):
+        """The classifier's verdict. With ``reply_alone`` an assistant reply is also judged without
+        the conversation, in the same batch, and the riskier verdict is kept: a harmful reply is
+        harmful whatever came before, and an ordinary-looking user turn before it can make the
+        judge read it as ordinary advice (benchmarks/reply_alone.py, adapter 39844f11e6: on 194
+        held-out replies, 52 of 56 unsafe ones caught instead of 51, 4 of the 97 safe ones flagged either way)."""
+        if not (role == "assistant" and turns and self.policy.policy.reply_alone):
+            return self.classifier.classify(text, role=role, context=turns)
+        both = self.classifier.classify_batch([{"text": text, "role": role, "context": turns},
+                                               {"text": text, "role": role, "context": []}])
+        worst = max(both, key=lambda v: (_RANK[v.level], v.scores.get("unsafe", 0.0)))
+        cats = {c: max(v.categories.get(c, 0.0) for v in both) for c in both[0].categories}
+        notes = list(worst.notes) + (["the reply judged on its own was riskier"] if worst is both[1] else [])
+        return dataclasses.replace(worst, categories=cats, notes=notes)
+
+    def _effective(self, verdict) -> tuple[str, list[str]]:
+        """Level and flagged categories under the policy's thresholds.
+
+        The level is the judge's. A category is flagged only at or above its threshold (the
+        policy's override, else the adapter's), so a non-safe turn may flag none (a level-only
+        rule then applies). An override stricter than the adapter's threshold raises a safe
+        turn to borderline when that category passes it; a looser one never raises anything."""
+        adapter = getattr(self.classifier, "thresholds", {})
+        cats = sorted((c for c in CATEGORIES if verdict.categories.get(c, 0.0) >= self.thresholds.get(c, 0.5)),
+                      key=lambda c: -verdict.categories[c])
+        level = verdict.level
+        stricter = {c for c, t in self.policy.policy.thresholds.items() if t < adapter.get(c, 0.5)}
+        if level == "safe" and stricter & set(cats):
+            level = "borderline"
+        return level, (cats if level != "safe" else [])
+
+    def _policy_id(self) -> str:
+        return f"{self.policy.name}@{self.policy.version}"
+
+    def _event(self, cid: str, d: Decision, text: str) -> dict[str, Any]:
+        event = {"event_id": uuid.uuid4().hex, "time": time.time(), "conversation_id": cid, "role": d.role,
+                 "level": d.level, "categories": d.categories, "scores": d.scores, "action": d.action,
+                 "rule": d.rule, "sticky": d.sticky, "policy": self.policy.name,
+                 "policy_version": self.policy.version, "country": self.policy.country}
+        if self.policy.policy.notify and self.policy.policy.notify.include_text:
+            event["text"] = text
+        return event

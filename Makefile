@@ -10,7 +10,7 @@ export NEMO_GUARDRAILS_NO_USAGE_STATS := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo classify test install data train train-stage3 train-small evaluate loso compare bench clean
+.PHONY: demo classify test install data train train-stage3 train-small teach evaluate therapy-eval loso compare bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -44,10 +44,21 @@ train: data
 	$(PY) training/train.py --out training/runs/stage1
 	$(PY) training/train.py --init training/runs/stage1 --config training/polish.yaml --out training/runs/stage2
 	$(PY) training/train.py --init training/runs/stage2 --config training/generalise.yaml --out guardrail/adapter
+	$(MAKE) teach
 
 # only the third stage, from the committed second-stage adapter (training/models/stage2-39844f11e6)
 train-stage3: data
 	$(PY) training/train.py --init training/models/stage2-39844f11e6 --config training/generalise.yaml --out guardrail/adapter
+	$(MAKE) teach
+
+# the taught categories shipped in the adapter, re-taught over its judge from their example files
+# (a head is only valid on the judge it was taught on; seconds each)
+TAUGHT := training/data/taught
+teach: $(STAMP)
+	$(VENV)/bin/guardrail teach therapy_request --examples $(TAUGHT)/therapy_request.jsonl --role user \
+	  --into guardrail/adapter --description "the user asks the bot for therapy, a diagnosis, treatment or a therapeutic exercise"
+	$(VENV)/bin/guardrail teach therapy_like --examples $(TAUGHT)/therapy_like.jsonl --role assistant \
+	  --into guardrail/adapter --description "the reply acts as a therapist: diagnoses, plans treatment, runs a technique as treatment, claims the role"
 
 # the second model size of the comparison: the same recipe on the first 6 of SmolLM2's 30 layers
 train-small: data
@@ -59,6 +70,11 @@ evaluate: $(STAMP)
 	$(PY) training/evaluate.py
 	$(PY) training/generalisation.py
 	$(PY) training/loso.py
+	$(PY) training/therapy_eval.py
+
+# the taught categories and suicidal-ideation detection in the terms of Kalinich et al. (2026)
+therapy-eval: $(STAMP)
+	$(PY) training/therapy_eval.py
 
 loso: $(STAMP)
 	$(PY) training/loso.py

@@ -31,7 +31,7 @@ class Verdict:
 
     level: str                                  # safe | borderline | unsafe
     scores: dict[str, float]                    # level -> probability (sums to 1)
-    categories: dict[str, float]                # category -> probability (independent)
+    categories: dict[str, float]                # category -> probability (independent); taught ones on their role's turns
     flagged: list[str]                          # categories over their thresholds, most likely first
     model_id: str
     role: str = "user"
@@ -79,15 +79,22 @@ def clean_text(text: Any) -> tuple[str, list[str]]:
 class Classifier:
     """A loaded judge. Build it with :meth:`load`."""
 
-    def __init__(self, judge, encoder, adapter_path: Path, warnings_: Sequence[str] = ()):
+    def __init__(self, judge, encoder, adapter_path: Path, warnings_: Sequence[str] = (), taught: Sequence = ()):
         self._judge = judge
         self._encoder = encoder
         self._lock = threading.Lock()
         self.adapter_path = adapter_path
         self.config = judge.config
         self.model_id: str = judge.config.model_id
+        self.taught = list(taught)      # TaughtHead per category taught into the adapter (guardrail/taught.py)
         self.thresholds: dict[str, float] = dict(judge.config.thresholds)
+        self.thresholds.update({h.name: h.threshold for h in self.taught})
         self.load_warnings = list(warnings_)
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """The built-in risk categories, then the taught ones: every name a policy may use."""
+        return CATEGORIES + tuple(h.name for h in self.taught)
 
     @property
     def judge(self):
@@ -121,6 +128,7 @@ class Classifier:
         import torch
 
         from .modeling import load_judge
+        from .taught import load_heads
 
         if threads:
             torch.set_num_threads(threads)
@@ -129,7 +137,7 @@ class Classifier:
                                            engine=engine)
         for note in notes:
             warnings.warn(note, stacklevel=2)
-        return cls(judge, encoder, folder, notes)
+        return cls(judge, encoder, folder, notes, load_heads(folder, judge.config.model_id, judge.level_head.in_features))
 
     # --- classification ------------------------------------------------------------------
 
@@ -142,6 +150,8 @@ class Classifier:
         """Judge many turns; each item is ``{"text", "role"?, "context"?}``. Order is kept."""
         import torch
 
+        from .taught import head_input
+
         prepared = []
         for item in items:
             text, notes = clean_text(item.get("text"))
@@ -152,26 +162,40 @@ class Classifier:
         for i, (_, role, notes) in enumerate(prepared):
             if "empty input" in notes:  # nothing to judge: a fixed safe verdict, no model call
                 verdicts[i] = Verdict("safe", {"safe": 1.0, "borderline": 0.0, "unsafe": 0.0},
-                                      {c: 0.0 for c in CATEGORIES}, [], self.model_id, role, notes)
+                                      {c: 0.0 for c in CATEGORIES} | {h.name: 0.0 for h in self.taught if h.role == role},
+                                      [], self.model_id, role, notes)
         order = sorted((i for i in range(len(prepared)) if verdicts[i] is None), key=lambda i: len(prepared[i][0]))
         temp = self.config.level_temperature or 1.0
         for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]
             ids, mask = self._encoder.pad([prepared[i][0] for i in index])
             with self._lock, torch.inference_mode():
-                level_logits, cat_logits = self._judge(ids, mask)
+                if self.taught:   # their input needs one more vector from the same pass
+                    pooled, mean = self._judge.states(ids, mask)
+                    both = head_input(pooled, mean)
+                    taught_p = [torch.sigmoid(both @ h.weight + h.bias).tolist() for h in self.taught]
+                else:
+                    pooled, taught_p = self._judge.features(ids, mask), []
+                level_logits, cat_logits = self._judge.level_head(pooled), self._judge.category_head(pooled)
             level_p = torch.softmax(level_logits.float() / temp, dim=-1).tolist()
             cat_p = torch.sigmoid(cat_logits.float()).tolist()
             for row, i in enumerate(index):
-                verdicts[i] = self._verdict(level_p[row], cat_p[row], prepared[i][1], prepared[i][2])
+                role = prepared[i][1]
+                taught = {h.name: p[row] for h, p in zip(self.taught, taught_p) if h.role == role}
+                verdicts[i] = self._verdict(level_p[row], cat_p[row], role, prepared[i][2], taught)
         return verdicts  # type: ignore[return-value]
 
-    def _verdict(self, level_p: list[float], cat_p: list[float], role: str, notes: list[str]) -> Verdict:
+    def _verdict(self, level_p: list[float], cat_p: list[float], role: str, notes: list[str],
+                 taught: Mapping[str, float] | None = None) -> Verdict:
         scores = {lvl: round(p, 4) for lvl, p in zip(LEVELS, level_p)}
-        cats = {c: round(p, 4) for c, p in zip(CATEGORIES, cat_p)}
+        risk = {c: round(p, 4) for c, p in zip(CATEGORIES, cat_p)}
         level = max(scores, key=scores.get)
-        flagged = sorted((c for c in CATEGORIES if cats[c] >= self.thresholds.get(c, 0.5)),
-                         key=lambda c: -cats[c])
-        if level == "unsafe" and not flagged:  # an unsafe verdict always names what it is about
-            flagged = [max(cats, key=cats.get)]
+        flagged = sorted((c for c in CATEGORIES if risk[c] >= self.thresholds.get(c, 0.5)),
+                         key=lambda c: -risk[c])
+        if level == "unsafe" and not flagged:  # an unsafe verdict always names the risk it is about
+            flagged = [max(risk, key=risk.get)]
+        # taught categories are not risks: flagged on their own threshold, whatever the level,
+        # and never change the level (guardrail/taught.py)
+        cats = {**risk, **{name: round(p, 4) for name, p in (taught or {}).items()}}
+        flagged += sorted((n for n in (taught or {}) if cats[n] >= self.thresholds[n]), key=lambda n: -cats[n])
         return Verdict(level, scores, cats, flagged, self.model_id, role, notes)

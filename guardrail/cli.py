@@ -239,15 +239,40 @@ def cmd_policy_check(args) -> int:
     """Every problem of each policy file, without loading the model; exit 1 if any."""
     from .policy import check_policy
 
+    from .policy import known_categories
+    from .taught import TeachError
+
+    try:
+        names = known_categories(args.adapter)
+    except TeachError as exc:
+        raise UserError(str(exc)) from None
     bad = 0
     for name in args.files:
-        problems = check_policy(name)
+        problems = check_policy(name, categories=names)
         if problems:
             bad += 1
             print("\n".join(problems))
         else:
             print(f"{name}: ok")
     return 1 if bad else 0
+
+
+def cmd_teach(args) -> int:
+    """Teach a category from labelled turns and save its head into an adapter folder."""
+    from .taught import TeachError, teach
+
+    try:
+        classifier = load_classifier(args)
+        result = teach(args.name, args.examples, role=args.role, into=args.into, description=args.description or "",
+                       held_out_share=args.held_out, classifier=classifier,
+                       log=lambda m: print(m, file=sys.stderr))
+    except TeachError as exc:
+        raise UserError(str(exc)) from None
+    print(result.summary())
+    where = "" if result.path == classifier.adapter_path else f" --adapter {result.path}"
+    print(f"use it in a policy rule: when: {{role: {result.role}, categories: [{result.name}]}}; "
+          f"try: guardrail classify{where} --role {result.role} \"...\"")
+    return 0
 
 
 def cmd_rails_init(args) -> int:
@@ -307,8 +332,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_report)
     pol = sub.add_parser("policy", help="policy files").add_subparsers(dest="policy_command", required=True)
     pc = pol.add_parser("check", help="report every problem of each policy file (no model is loaded)")
-    pc.add_argument("files", nargs="+", help="policy files or shipped names (default, teen, log_only)")
+    pc.add_argument("files", nargs="+", help="policy files or shipped names (default, teen, no_therapy, log_only)")
+    pc.add_argument("--adapter", help="adapter whose taught categories the policies may name (default: the shipped one)")
     pc.set_defaults(func=cmd_policy_check)
+    t = sub.add_parser("teach", help="teach a new category from labelled example turns (JSONL)")
+    t.add_argument("name", help="the category's name, e.g. therapy_request (lowercase, digits, _)")
+    t.add_argument("--examples", required=True,
+                   help='JSONL of {"text", "label": 1|0, "role"?, "context"?: [{"role", "text"}]}')
+    t.add_argument("--role", choices=ROLES, help="the turns the category applies to (default: the examples' role)")
+    t.add_argument("--into", help="adapter folder to save into (a new folder gets a copy of --adapter first; "
+                                  "default: --adapter itself)")
+    t.add_argument("--adapter", help="the judge to teach over (default: the shipped adapter)")
+    t.add_argument("--description", help="one line saying what the category means, kept with the head")
+    t.add_argument("--held-out", type=float, default=0.2, help="share of examples kept out to report F1 (default 0.2)")
+    t.add_argument("--base", help="local Hugging Face LLaMA-family checkpoint to use as the base")
+    t.add_argument("--cache-dir", help="where the converted base model is cached")
+    t.add_argument("--threads", type=int, help="torch threads")
+    t.set_defaults(func=cmd_teach)
     rails = sub.add_parser("rails", help="NeMo Guardrails config").add_subparsers(dest="rails_command", required=True)
     ri = rails.add_parser("init", help="write a ready NeMo Guardrails config folder with these rails")
     ri.add_argument("dir", help="the folder to create")

@@ -32,7 +32,7 @@ from .conversation import ConversationState, ConversationStore
 from .inputs import Turn
 from .keywords import keyword_screen
 from .notify import fire, resolve
-from .policy import LoadedPolicy, load_policy
+from .policy import LoadedPolicy, PolicyError, known_categories, load_policy
 from .taxonomy import CATEGORIES, LEVELS, check_role
 
 log = logging.getLogger("guardrail")
@@ -107,12 +107,28 @@ class Guard:
         self._verdicts: OrderedDict[tuple, _Judged] = OrderedDict()
         self._cache_size = 4 * max_conversations
         self._cache_lock = threading.Lock()
+        self._check_names(classifier, policy)
         self.thresholds = {**getattr(classifier, "thresholds", {}), **p.thresholds}
         self._hook = resolve(p.notify) if p.notify else None
         self._own_messages = set(policy.messages.values())
         if not policy.country_found:
             log.warning("country %r is not in the resources table %s; using its fallback",
                         policy.country, policy.resources.version)
+
+    @staticmethod
+    def _check_names(classifier, policy: LoadedPolicy) -> None:
+        """A policy loaded against another adapter may name a taught category this
+        classifier lacks: a rule that can never match is an error, not a silent gap."""
+        known = set(getattr(classifier, "categories", CATEGORIES))
+        p = policy.policy
+        used = [(f"rules.{i}.when.categories", c) for i, r in enumerate(p.rules) for c in r.when.categories]
+        used += [(f"default.when.categories", c) for c in p.default.when.categories]
+        used += [("thresholds", c) for c in p.thresholds]
+        for where, c in used:
+            if c not in known:
+                raise PolicyError(f"{policy.path or 'policy'}: {where}: category {c!r} is not one of this "
+                                  f"classifier's ({', '.join(sorted(known))}); teach it into the adapter "
+                                  f"(guardrail teach) or load the adapter that has it")
 
     @staticmethod
     def _open_audit(policy: LoadedPolicy) -> AuditLog:
@@ -132,9 +148,11 @@ class Guard:
              **load_kwargs) -> "Guard":
         """Load a policy (default policies/default.yaml) and a classifier (default: the shipped one).
 
-        The policy is validated first, so a bad policy fails before the model loads.
+        The policy is validated first, so a bad policy fails before the model loads; the
+        category names it may use are the built-in ones and those taught into the adapter.
         """
-        loaded = load_policy(policy, country=country)
+        names = getattr(classifier, "categories", None) if classifier is not None else known_categories(adapter)
+        loaded = load_policy(policy, country=country, categories=names)
         if classifier is None:
             from .classifier import Classifier
 
@@ -245,23 +263,27 @@ class Guard:
         """Sticky risk, then the policy rule; updates ``state`` (sticky counters, pending).
 
         Sticky risk raises a later user turn to at least borderline; the rule is picked by
-        the turn's own flagged categories, and by the sticky ones only when the turn has none
-        of its own ("just kidding" after a crisis gets the crisis check-in; a weapons request
-        after it gets the weapons rule and is not counted as a crisis referral)."""
+        the turn's own flagged risk categories, and by the sticky ones only when the turn has
+        none of its own ("just kidding" after a crisis gets the crisis check-in; a weapons
+        request after it gets the weapons rule and is not counted as a crisis referral).
+        Taught categories (guardrail/taught.py) are the turn's own only: never carried."""
         p = self.policy.policy
-        level, cats, sticky = j.level, list(j.categories), False
+        level, sticky = j.level, False
+        risk = [c for c in j.categories if c in CATEGORIES]
+        taught = [c for c in j.categories if c not in CATEGORIES]
         if role == "user":
             if level == "unsafe":
-                if not cats and state.sticky_left > 0:
-                    cats = list(state.sticky_categories)
+                if not risk and state.sticky_left > 0:
+                    risk = list(state.sticky_categories)
                 state.sticky_left = p.sticky_turns
-                state.sticky_categories = list(cats)
+                state.sticky_categories = list(risk)
             elif state.sticky_left > 0:
                 state.sticky_left -= 1
                 sticky = _RANK[level] < _RANK["borderline"]
                 level = max(level, "borderline", key=_RANK.get)
-                if not cats:
-                    cats = list(state.sticky_categories)
+                if not risk:
+                    risk = list(state.sticky_categories)
+        cats = risk + taught
         rule = p.rule_for(role, level, cats)
         index = p.rules.index(rule) if rule in p.rules else None
         decision = Decision(
@@ -356,15 +378,18 @@ class Guard:
         The level is the judge's. A category is flagged only at or above its threshold (the
         policy's override, else the adapter's), so a non-safe turn may flag none (a level-only
         rule then applies). An override stricter than the adapter's threshold raises a safe
-        turn to borderline when that category passes it; a looser one never raises anything."""
+        turn to borderline when that category passes it; a looser one never raises anything.
+        Taught categories are flagged at their threshold whatever the level, and never move it."""
         adapter = getattr(self.classifier, "thresholds", {})
-        cats = sorted((c for c in CATEGORIES if verdict.categories.get(c, 0.0) >= self.thresholds.get(c, 0.5)),
-                      key=lambda c: -verdict.categories[c])
+        flagged = lambda names: sorted((c for c in names if verdict.categories.get(c, 0.0) >= self.thresholds.get(c, 0.5)),
+                                       key=lambda c: -verdict.categories[c])
+        cats = flagged(CATEGORIES)
+        taught = flagged([c for c in verdict.categories if c not in CATEGORIES])
         level = verdict.level
-        stricter = {c for c, t in self.policy.policy.thresholds.items() if t < adapter.get(c, 0.5)}
+        stricter = {c for c, t in self.policy.policy.thresholds.items() if t < adapter.get(c, 0.5) and c in CATEGORIES}
         if level == "safe" and stricter & set(cats):
             level = "borderline"
-        return level, (cats if level != "safe" else [])
+        return level, (cats if level != "safe" else []) + taught
 
     def _policy_id(self) -> str:
         return f"{self.policy.name}@{self.policy.version}"

@@ -189,11 +189,14 @@ class Llama(nn.Module):
             x = layer(x, cos, sin, keep=kv)
         self.prefix, self.prefix_kv = torch.tensor(ids), kv
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, skip: int = 0,
+                with_mean: bool = False):
         """Hidden state of each row's last real token (right padding), shape (batch, hidden).
 
         Right padding and a causal mask mean real tokens never see padding, so no padding
-        mask is needed; the top layer computes only the last real token."""
+        mask is needed; the top layer computes only the last real token. ``with_mean`` also
+        returns the mean over real tokens from position ``skip`` on of the (normed) states
+        entering the top layer: what taught categories read besides the last token."""
         past, p = None, 0
         if self.prefix_kv is not None and not torch.is_grad_enabled():
             p = self.prefix.numel()
@@ -206,9 +209,15 @@ class Llama(nn.Module):
         cos, sin = self.rope(input_ids.size(1), x.dtype, offset=p)
         last = attention_mask.sum(dim=1) - 1
         top = len(self.layers) - 1
+        mean = None
         for i, layer in enumerate(self.layers):
+            if with_mean and i == top:
+                keep = attention_mask.clone()
+                keep[:, : max(0, skip - p)] = 0
+                keep = keep[..., None].to(x.dtype)
+                mean = (self.norm(x) * keep).sum(1) / keep.sum(1).clamp_min(1)
             x = layer(x, cos, sin, last_only=last if i == top else None, past=past[i] if past else None)
-        return self.norm(x[:, 0])
+        return (self.norm(x[:, 0]), mean) if with_mean else self.norm(x[:, 0])
 
 
 def load(base_dir: Path, num_layers: int, lora_dir: Path | None = None) -> Llama:

@@ -86,19 +86,45 @@ class Judge(nn.Module):
         self.level_head = nn.Linear(hidden_size, len(config.levels))
         self.category_head = nn.Linear(hidden_size, len(config.categories))
         self.row_by_row = False  # set by quantize_int8: each row runs alone (see forward)
+        self.prefix_len = 0      # tokens of the fixed system prefix every input starts with (set by load_judge)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The hidden state of the last token (the verdict marker), shape (batch, hidden): what
+        the heads read, and what taught categories (guardrail/taught.py) are fitted on."""
         if self.row_by_row and input_ids.size(0) > 1:
             # dynamic int8 scales activations over the whole batch (padding included), so a
             # verdict would depend on its batch-mates: each row runs alone, unpadded
-            outs = [self(ids[None, : int(m.sum())], m[None, : int(m.sum())]) for ids, m in zip(input_ids, attention_mask)]
-            return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+            return torch.cat([self.features(ids[None, : int(m.sum())], m[None, : int(m.sum())])
+                              for ids, m in zip(input_ids, attention_mask)])
         if isinstance(self.backbone, llama.Llama):  # the lean inference stack returns the last token's state
-            pooled = self.backbone(input_ids, attention_mask)
-        else:
-            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-            last = attention_mask.sum(dim=1) - 1  # right padding: index of the last real token
-            pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+            return self.backbone(input_ids, attention_mask)
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        last = attention_mask.sum(dim=1) - 1  # right padding: index of the last real token
+        return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+
+    def states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last token's state (what the heads read) and the mean over the input after the
+        system prefix of the normed states entering the top layer, each (batch, hidden). A
+        taught category (guardrail/taught.py) reads both: the last token is tuned for risk,
+        the mean keeps what the turn is about when that is not a risk."""
+        if self.row_by_row and input_ids.size(0) > 1:
+            outs = [self.states(ids[None, : int(m.sum())], m[None, : int(m.sum())])
+                    for ids, m in zip(input_ids, attention_mask)]
+            return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+        if isinstance(self.backbone, llama.Llama):
+            return self.backbone(input_ids, attention_mask, skip=self.prefix_len, with_mean=True)
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                            output_hidden_states=True)
+        last = attention_mask.sum(dim=1) - 1
+        pooled = out.last_hidden_state[torch.arange(input_ids.size(0), device=input_ids.device), last]
+        keep = attention_mask.clone()
+        keep[:, : self.prefix_len] = 0
+        keep = keep[..., None].to(pooled.dtype)
+        entering_top = self.backbone.norm(out.hidden_states[-2])
+        return pooled, (entering_top * keep).sum(1) / keep.sum(1).clamp_min(1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.features(input_ids, attention_mask)
         return self.level_head(pooled), self.category_head(pooled)
 
     def heads_state(self) -> dict[str, torch.Tensor]:
@@ -274,6 +300,7 @@ def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
         quantize_int8(judge)
     tok_dir = folder if (folder / "tokenizer.json").is_file() else base_dir
     encoder = Encoder(load_tokenizer(tok_dir), config.inputs)
+    judge.prefix_len = len(encoder.prefix_ids)
     if prefix_cache and isinstance(judge.backbone, llama.Llama):
         judge.backbone.cache_prefix(encoder.prefix_ids)
     return judge, encoder, notes

@@ -22,10 +22,11 @@ from __future__ import annotations
 import os
 import string
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from .taxonomy import CATEGORIES, LEVELS
 
@@ -62,6 +63,7 @@ class Resource(_Strict):
     text_line: str                 # text or chat
     emergency: str                 # emergency number
     website: str = "https://findahelpline.com"
+    therapist_finder: Optional[str] = None   # how to find a licensed therapist; empty: the fallback's
 
 
 class Resources(_Strict):
@@ -85,6 +87,26 @@ class Resources(_Strict):
 
 # --- policy ---------------------------------------------------------------------------
 
+def known_categories(adapter: str | os.PathLike | None = None) -> tuple[str, ...]:
+    """The category names a policy may use: the six built-in risks, then the categories
+    taught into ``adapter`` (default: the adapter ``Classifier.load()`` would use), read from
+    their JSON records alone so that checking a policy loads no model."""
+    from .classifier import Classifier
+    from .taught import taught_names
+
+    return CATEGORIES + tuple(taught_names(adapter or Classifier.default_path()))
+
+
+def _check_categories(names: Any, info: ValidationInfo) -> None:
+    """Names must be built-in or taught categories; which are taught comes from the
+    validation context (``{"categories": [...]}``), else from the default adapter."""
+    known = (info.context or {}).get("categories") or known_categories()
+    for c in names or []:
+        if c not in known:
+            raise ValueError(f"unknown category {c!r}; expected one of {', '.join(known)} "
+                             f"(taught categories come from the adapter: guardrail teach)")
+
+
 class Match(_Strict):
     """When a rule applies. Empty fields match anything."""
 
@@ -99,11 +121,9 @@ class Match(_Strict):
 
     @field_validator("categories", mode="before")
     @classmethod
-    def _known(cls, v: Any) -> Any:
+    def _known(cls, v: Any, info: ValidationInfo) -> Any:
         v = [v] if isinstance(v, str) else v
-        for c in v or []:
-            if c not in CATEGORIES:
-                raise ValueError(f"unknown category {c!r}; expected one of {', '.join(CATEGORIES)}")
+        _check_categories(v, info)
         return v
 
 
@@ -178,10 +198,9 @@ class Policy(_Strict):
 
     @field_validator("thresholds")
     @classmethod
-    def _thresholds(cls, v: dict[str, float]) -> dict[str, float]:
+    def _thresholds(cls, v: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        _check_categories(list(v), info)
         for c, t in v.items():
-            if c not in CATEGORIES:
-                raise ValueError(f"unknown category {c!r}; expected one of {', '.join(CATEGORIES)}")
             if not 0.0 < float(t) < 1.0:
                 raise ValueError(f"threshold for {c} is {t}; it must be between 0 and 1 (exclusive)")
         return v
@@ -256,8 +275,16 @@ class LoadedPolicy:
         self.path = path
         self.country = country
         self.resource, self.country_found = resources.lookup(country)
-        values = self.resource.model_dump()
-        self.messages = {k: v.format_map(values).strip() for k, v in policy.messages.items()}
+        fallback = resources.fallback.model_dump()
+        values = {k: v if v is not None else fallback[k] for k, v in self.resource.model_dump().items()}
+        self.messages = {}
+        for key, text in policy.messages.items():
+            missing = [f for _, f, _, _ in string.Formatter().parse(text) if f and values.get(f) is None]
+            if missing:
+                raise PolicyError(f"{path or 'policy'}: messages.{key} uses {{{missing[0]}}}, but the resources "
+                                  f"table (v{resources.version}) has no {missing[0]} for {self.resource.name} "
+                                  f"nor in its fallback; add one")
+            self.messages[key] = text.format_map(values).strip()
 
     @property
     def name(self) -> str:
@@ -318,18 +345,20 @@ def resolve_policy_path(source: Union[str, os.PathLike, None]) -> Path:
                       f"shipped policies: {', '.join(shipped_policies())}")
 
 
-def check_policy(source: Union[str, os.PathLike]) -> list[str]:
+def check_policy(source: Union[str, os.PathLike], categories: Sequence[str] | None = None) -> list[str]:
     """Every problem of one policy file at once (schema, references, resources table,
     country), each as ``file: key: what is wrong and the fix``; empty when it is fine.
-    Loads no model, so CI and editors can run it (``guardrail policy check FILE...``)."""
+    Loads no model, so CI and editors can run it (``guardrail policy check FILE...``).
+    ``categories``: the names rules may use (default: :func:`known_categories`)."""
     try:
         path = resolve_policy_path(source)
         data = _read_yaml(path, "policy")
     except PolicyError as e:
         return [str(e)]
     problems: list[str] = []
+    context = {"categories": tuple(categories or known_categories())}
     try:
-        policy = Policy.model_validate(data)
+        policy = Policy.model_validate(data, context=context)
     except ValidationError as e:
         policy = None
         for line in _describe(e).splitlines():
@@ -350,11 +379,14 @@ def check_policy(source: Union[str, os.PathLike]) -> list[str]:
     return [f"{path}: {p}" for p in problems]
 
 
-def load_policy(source: Union[str, os.PathLike, dict, None] = None, country: str | None = None) -> LoadedPolicy:
+def load_policy(source: Union[str, os.PathLike, dict, None] = None, country: str | None = None,
+                categories: Sequence[str] | None = None) -> LoadedPolicy:
     """Load and validate a policy file (default: $GUARDRAIL_POLICY or policies/default.yaml).
 
     ``source`` may also be a policy name from policies/ (``"teen"``) or an already
     parsed dict. ``country`` overrides the policy's ``country`` (so does $GUARDRAIL_COUNTRY).
+    ``categories`` are the names rules may use: the classifier's (``Guard.load`` passes
+    them), else the built-in ones and those taught into the default adapter.
     """
     if isinstance(source, dict):
         path, data, base = None, source, POLICY_DIR
@@ -363,7 +395,7 @@ def load_policy(source: Union[str, os.PathLike, dict, None] = None, country: str
         data, base = _read_yaml(path, "policy"), path.parent
     where = str(path) if path else "policy"
     try:
-        policy = Policy.model_validate(data)
+        policy = Policy.model_validate(data, context={"categories": tuple(categories or known_categories())})
     except ValidationError as e:
         raise PolicyError(f"{where}: invalid policy:\n{_describe(e)}") from None
     resources = load_resources(base / policy.resources)

@@ -186,6 +186,6 @@ def test_shipped_policies_check_clean(name):
 
 
 def test_unknown_policy_name_lists_the_shipped_ones():
-    with pytest.raises(PolicyError, match="shipped policies: default, log_only, teen"):
+    with pytest.raises(PolicyError, match="shipped policies: default, log_only, no_therapy, teen"):
         load_policy("tean")
-    assert shipped_policies() == ["default", "log_only", "teen"]
+    assert shipped_policies() == ["default", "log_only", "no_therapy", "teen"]

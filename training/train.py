@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from guardrail.inputs import InputConfig  # noqa: E402
 from guardrail.modeling import JudgeConfig, new_judge, read_config, save_adapter, warm_start  # noqa: E402
+from guardrail.taught import TAUGHT_DIR, taught_meta  # noqa: E402
 from guardrail.taxonomy import CATEGORIES, LEVELS  # noqa: E402
 from training.prepare_data import OWN_DIR, load_own, norm, read_jsonl, split_of  # noqa: E402
 
@@ -407,6 +408,13 @@ def main(argv=None):
                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     save_adapter(judge, encoder, out)
     ckpt_path.unlink(missing_ok=True)
+    stale = [m["name"] for m in taught_meta(out) if m.get("judge_model_id") != judge.config.model_id]
+    if stale:   # a taught head only fits the judge it was taught on: re-teach from its examples
+        for name in stale:
+            for suffix in (".json", ".safetensors"):
+                (out / TAUGHT_DIR / f"{name}{suffix}").unlink(missing_ok=True)
+        print(f"removed taught categories {stale} from {out}: they were taught on the previous judge; "
+              f"re-teach them (make teach, or guardrail teach NAME --examples FILE --into {out})", file=sys.stderr)
     print(f"saved {out} in {train_seconds / 60:.1f} min; val accuracy {acc:.3f}, temperature "
           f"{jc.level_temperature}, thresholds {jc.thresholds}", file=sys.stderr)
 

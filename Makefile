@@ -52,12 +52,17 @@ train-stage3: data
 	$(MAKE) teach
 
 # the taught categories shipped in the adapter, re-taught over its judge from their example files
-# (a head is only valid on the judge it was taught on; seconds each)
+# and negatives drawn from real conversations' train splits (a head is only valid on the judge it
+# was taught on; under a minute each)
 TAUGHT := training/data/taught
+REALNEG := training/build/taught
 teach: $(STAMP)
-	$(VENV)/bin/guardrail teach therapy_request --examples $(TAUGHT)/therapy_request.jsonl --role user \
+	$(PY) training/taught_negatives.py
+	$(VENV)/bin/guardrail teach therapy_request --examples $(TAUGHT)/therapy_request.jsonl \
+	  --examples $(REALNEG)/therapy_request_real_negatives.jsonl --role user \
 	  --into guardrail/adapter --description "the user asks the bot for therapy, a diagnosis, treatment or a therapeutic exercise"
-	$(VENV)/bin/guardrail teach therapy_like --examples $(TAUGHT)/therapy_like.jsonl --role assistant \
+	$(VENV)/bin/guardrail teach therapy_like --examples $(TAUGHT)/therapy_like.jsonl \
+	  --examples $(REALNEG)/therapy_like_real_negatives.jsonl --role assistant \
 	  --into guardrail/adapter --description "the reply acts as a therapist: diagnoses, plans treatment, runs a technique as treatment, claims the role"
 
 # the second model size of the comparison: the same recipe on the first 6 of SmolLM2's 30 layers

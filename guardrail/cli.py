@@ -337,8 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     pc.set_defaults(func=cmd_policy_check)
     t = sub.add_parser("teach", help="teach a new category from labelled example turns (JSONL)")
     t.add_argument("name", help="the category's name, e.g. therapy_request (lowercase, digits, _)")
-    t.add_argument("--examples", required=True,
-                   help='JSONL of {"text", "label": 1|0, "role"?, "context"?: [{"role", "text"}]}')
+    t.add_argument("--examples", required=True, action="append",
+                   help='JSONL of {"text", "label": 1|0, "role"?, "context"?: [{"role", "text"}]}; '
+                        'give it again to add more files')
     t.add_argument("--role", choices=ROLES, help="the turns the category applies to (default: the examples' role)")
     t.add_argument("--into", help="adapter folder to save into (a new folder gets a copy of --adapter first; "
                                   "default: --adapter itself)")

@@ -93,7 +93,7 @@ def check_name(name: str) -> str:
 
 # --- examples ---------------------------------------------------------------------------
 
-def read_examples(path: str | os.PathLike, role: str | None = None) -> list[Example]:
+def read_examples(path: str | os.PathLike, role: str | None = None, both_labels: bool = True) -> list[Example]:
     """Read and check a JSONL file of ``{"text", "label", "role"?, "context"?, "group"?}``.
 
     Every problem is reported at once, as ``file:line: what is wrong``. ``role`` is the
@@ -150,10 +150,38 @@ def read_examples(path: str | os.PathLike, role: str | None = None) -> list[Exam
     if len(roles) > 1:
         raise TeachError(f"{path}: examples mix user and assistant turns; a category is taught on one role "
                          f"(give --role, or split the file)")
+    if both_labels:
+        check_counts(examples, str(path))
+    return examples
+
+
+def check_counts(examples: Sequence[Example], where: str) -> None:
     pos = sum(e.label for e in examples)
     if pos < MIN_PER_LABEL or len(examples) - pos < MIN_PER_LABEL:
-        raise TeachError(f"{path}: {pos} positive and {len(examples) - pos} negative examples; at least "
+        raise TeachError(f"{where}: {pos} positive and {len(examples) - pos} negative examples; at least "
                          f"{MIN_PER_LABEL} of each are needed (a few dozen of each is a good start)")
+
+
+def read_many(paths: Sequence[str | os.PathLike], role: str | None = None) -> list[Example]:
+    """Several example files as one set (e.g. written examples plus negatives drawn from real
+    conversations). Each file is checked on its own; a turn in two files with two labels is
+    an error, an exact repeat is kept once."""
+    if len(paths) == 1:
+        return read_examples(paths[0], role)
+    out: dict[str, tuple[Example, str]] = {}
+    problems = []
+    for path in paths:
+        for e in read_examples(path, role, both_labels=False):
+            first = out.get(e.key())
+            if first and first[0].label != e.label:
+                problems.append(f"{path}: a turn of {first[1]} is here with the other label: {e.text[:40]!r}...")
+            out.setdefault(e.key(), (e, str(path)))
+    if problems:
+        raise TeachError("the examples files contradict each other:\n  " + "\n  ".join(problems[:20]))
+    examples = [e for e, _ in out.values()]
+    if len({e.role for e in examples}) > 1:
+        raise TeachError("the examples files mix user and assistant turns; a category is taught on one role")
+    check_counts(examples, ", ".join(str(p) for p in paths))
     return examples
 
 
@@ -377,7 +405,7 @@ def prepare_target(into: str | os.PathLike | None, source: Path) -> Path:
     return target
 
 
-def teach(name: str, examples_path: str | os.PathLike, role: str | None = None,
+def teach(name: str, examples_path: str | os.PathLike | Sequence[str | os.PathLike], role: str | None = None,
           into: str | os.PathLike | None = None, adapter: str | os.PathLike | None = None,
           description: str = "", held_out_share: float = 0.2, seed: int = 1234,
           progress: bool = True, classifier=None, log: Callable[[str], None] = print) -> TeachResult:
@@ -395,7 +423,11 @@ def teach(name: str, examples_path: str | os.PathLike, role: str | None = None,
     check_name(name)
     if not 0.05 <= held_out_share <= 0.5:
         raise TeachError(f"held-out share {held_out_share}: use 0.05 to 0.5 (0.2 keeps a fifth of the examples out)")
-    examples = read_examples(examples_path, role)
+    paths = [examples_path] if isinstance(examples_path, (str, os.PathLike)) else list(examples_path)
+    if not paths:
+        raise TeachError("no examples file given")
+    examples = read_many(paths, role)
+    shown = ", ".join(str(p) for p in paths)
     role = examples[0].role
     if classifier is None:
         classifier = Classifier.load(adapter)
@@ -411,7 +443,7 @@ def teach(name: str, examples_path: str | os.PathLike, role: str | None = None,
     for part, what in ((teach_part, "teaching"), (test_part, "held-out")):
         labels = {e.label for e in part}
         if labels != {0, 1}:
-            raise TeachError(f"the {what} part of {examples_path} has only label(s) {sorted(labels)}; "
+            raise TeachError(f"the {what} part of {shown} has only label(s) {sorted(labels)}; "
                              f"add more examples of both labels")
     log(f"teaching {name!r} on {len(teach_part)} {role} turns ({sum(e.label for e in teach_part)} positive), "
         f"holding out {len(test_part)}")
@@ -423,7 +455,9 @@ def teach(name: str, examples_path: str | os.PathLike, role: str | None = None,
     precision, recall, f1 = _prf(p_test, y[is_test], fit["threshold"])
     seconds = time.time() - started
     record = {
-        "examples": {"file": Path(examples_path).name, "sha256": file_sha256(examples_path),
+        "examples": {"files": [{"file": Path(p).name, "sha256": file_sha256(p),
+                                "rows": sum(1 for line in Path(p).read_text(encoding="utf-8").splitlines() if line.strip())}
+                               for p in paths],
                      "rows": len(examples), "positive": int(y.sum())},
         "split": {"held_out_share": held_out_share, "rule": "sha256(role, context, text)[:8] / 0xFFFFFFFF < share",
                   "teach_rows": len(teach_part), "held_out_rows": len(test_part)},

@@ -92,7 +92,7 @@ def real_rates(clf, sets: dict) -> dict:
     for name, rows in sets.items():
         role = rows[0]["role"]
         for head in clf.taught:
-            if head.role == role and "crisis" not in name:
+            if head.role == role and "crisis turns" not in name:
                 hits = flagged(clf, rows, head.name)
                 out[f"{name}: {head.name}"] = {"n": len(rows), "flagged": round(sum(hits) / len(rows), 4)}
     return out

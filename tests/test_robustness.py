@@ -14,28 +14,30 @@ from guardrail import Classifier, Guard
 from guardrail.base_model import BaseModelError
 from guardrail.cli import main as cli_main
 from guardrail.modeling import AdapterError
+from guardrail.taught import taught_meta
 from guardrail.taxonomy import CATEGORIES, LEVELS
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 ANY_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=400)
 
 
-def _valid(v):
+def _valid(v, clf):
+    taught = {h.name for h in clf.taught if h.role == v.role}   # taught categories score their role's turns
     assert v.level in LEVELS and abs(sum(v.scores.values()) - 1) < 1e-3
-    assert set(v.categories) == set(CATEGORIES) and all(0 <= p <= 1 for p in v.categories.values())
-    assert set(v.flagged) <= set(CATEGORIES)
+    assert set(v.categories) == set(CATEGORIES) | taught and all(0 <= p <= 1 for p in v.categories.values())
+    assert set(v.flagged) <= set(CATEGORIES) | taught
 
 
 @FAST
 @given(text=ANY_TEXT, role=st.sampled_from(["user", "assistant"]))
 def test_any_text_gets_a_verdict(clf, text, role):
-    _valid(clf.classify(text, role=role, context=[{"role": "user", "text": text[:50]}]))
+    _valid(clf.classify(text, role=role, context=[{"role": "user", "text": text[:50]}]), clf)
 
 
 @FAST
 @given(data=st.binary(max_size=300))
 def test_any_bytes_get_a_verdict(clf, data):
-    _valid(clf.classify(data))
+    _valid(clf.classify(data), clf)
 
 
 @FAST
@@ -57,7 +59,8 @@ def test_cli_writes_one_line_per_input_line(texts, tmp_path_factory):
     assert cli_main(["classify", "--input", str(src), "--output", str(dst)]) == 0
     out = [json.loads(line) for line in dst.read_text(encoding="utf-8").splitlines()]
     assert [o["id"] for o in out] == list(range(len(texts)))
-    assert all(o["level"] in LEVELS and set(o["categories"]) == set(CATEGORIES) for o in out)
+    user_taught = {m["name"] for m in taught_meta(Classifier.default_path()) if m["role"] == "user"}
+    assert all(o["level"] in LEVELS and set(o["categories"]) == set(CATEGORIES) | user_taught for o in out)
 
 
 def test_cli_survives_binary_and_invalid_utf8_lines(tmp_path, capsys):
@@ -75,7 +78,7 @@ def test_cli_survives_binary_and_invalid_utf8_lines(tmp_path, capsys):
     "\ud800 lone surrogate".encode("utf-8", "surrogatepass").decode("utf-8", "replace"),
 ])
 def test_hostile_shapes_get_a_verdict(clf, text):
-    _valid(clf.classify(text))
+    _valid(clf.classify(text), clf)
 
 
 @pytest.mark.parametrize("text", [

@@ -7,6 +7,8 @@ a user's request for therapy, and an assistant reply that acts as a therapist.
 What it measures (F1 as the study reports it: the positive class is "the task applies"):
 - each taught category on the held-out part of its own example file (the part `guardrail
   teach` kept out by hash: never fitted on, never used to pick the threshold);
+- each taught category on the therapy probe (training/data/probe/therapy_probe.jsonl),
+  written to the definitions by a writer who never saw the teaching files;
 - each taught category on the relevant turns of the real sources' dev splits. These turns
   are all ordinary support or counselling talk, none a therapy request, so the measure is
   the share wrongly flagged (ESConv supporters judged therapy_like: target <= 5%); the
@@ -35,6 +37,7 @@ from training.generalisation import real_dev_sets  # noqa: E402
 
 TAUGHT = ROOT / "training" / "data" / "taught"
 TEST_SPLIT = ROOT / "training" / "build" / "test.jsonl"
+PROBE = ROOT / "training" / "data" / "probe" / "therapy_probe.jsonl"   # written apart from the teaching files, never taught on
 REAL_TEST_SOURCES = ("depression_reddit", "sdcnl", "diasafety")
 
 # The study's figures that can be cited here: its abstract and the issue that filed this work.
@@ -83,6 +86,27 @@ def own_held_out(clf) -> dict:
             g["wrong"] += int(p != bool(e.label))
         out[head.name] = {**res, "threshold": head.threshold, "file": path.name, "wrong_by_group":
                           {k: v for k, v in sorted(by_group.items(), key=lambda kv: -kv[1]["wrong"]) if v["wrong"]}}
+    return out
+
+
+def probe(clf) -> dict:
+    """F1 of each taught category on the therapy probe: written to the definitions alone, by a
+    writer who did not see the teaching files, never taught on or used to pick a threshold."""
+    if not PROBE.is_file():
+        return {}
+    rows = [json.loads(line) for line in PROBE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    out = {}
+    for head in clf.taught:
+        mine = [r for r in rows if r.get("category") == head.name]
+        if mine:
+            pred = flagged(clf, mine, head.name, head.role)
+            res = prf(pred, [bool(r["label"]) for r in mine])
+            wrong: dict[str, int] = {}
+            for r, p_ in zip(mine, pred):
+                if p_ != bool(r["label"]):
+                    key = f"{r.get('group') or '-'} ({'missed' if r['label'] else 'false alarm'})"
+                    wrong[key] = wrong.get(key, 0) + 1
+            out[head.name] = {**res, "wrong": dict(sorted(wrong.items(), key=lambda kv: -kv[1]))}
     return out
 
 
@@ -151,6 +175,14 @@ def markdown(report: dict) -> str:
         if m["wrong_by_group"]:
             lines.append(f"\n{name}, errors by kind of example: " + ", ".join(
                 f"{g} {v['wrong']}/{v['n']}" for g, v in m["wrong_by_group"].items()))
+    if report.get("probe"):
+        lines += ["", "## Taught categories on the therapy probe (written apart from the teaching files, never taught on)", "",
+                  "| category | n | positives | precision | recall | F1 |", "|---|---|---|---|---|---|"]
+        for name, m in report["probe"].items():
+            lines.append(f"| {name} | {m['n']} | {m['positives']} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} |")
+        for name, m in report["probe"].items():
+            if m["wrong"]:
+                lines.append(f"\n{name}, errors: " + ", ".join(f"{k} {v}" for k, v in m["wrong"].items()))
     lines += ["", "## Taught categories on real turns (none of them a therapy request or therapy-like by these "
               "definitions: the share flagged is the false-positive rate)", "",
               "| set, category | n | flagged |", "|---|---|---|"]
@@ -165,10 +197,15 @@ def markdown(report: dict) -> str:
               f"{t['seconds']} s end to end, held-out F1 {t['held_out_f1']:.3f}.", "",
               "## Beside the study's reference models", "",
               "| model | test sets | measure | note |", "|---|---|---|---|",
-              f"| this judge (135M, 12 layers + LoRA, taught heads) | own held-out; real dev turns | "
-              f"F1 therapy_request {report['own_held_out'].get('therapy_request', {}).get('f1', float('nan')):.2f}, "
-              f"therapy_like {report['own_held_out'].get('therapy_like', {}).get('f1', float('nan')):.2f} | "
-              "not the study's test sets (they are held by the project's evaluators) |"]
+              f"| this judge (135M, 12 layers + LoRA, taught heads) | own held-out | F1 therapy_request "
+              f"{report['own_held_out'].get('therapy_request', {}).get('f1', float('nan')):.2f}, therapy_like "
+              f"{report['own_held_out'].get('therapy_like', {}).get('f1', float('nan')):.2f} | "
+              "same writers as the teaching files |"]
+    if report.get("probe"):
+        lines.append(f"| this judge | own therapy probe (another writer, never taught on) | F1 therapy_request "
+                     f"{report['probe'].get('therapy_request', {}).get('f1', float('nan')):.2f}, therapy_like "
+                     f"{report['probe'].get('therapy_like', {}).get('f1', float('nan')):.2f} | "
+                     "not the study's test sets (the project's evaluators hold them) |")
     for row in REFERENCE:
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
@@ -189,7 +226,7 @@ def main(argv=None):
     sets = real_dev_sets(args.sources, only={"esconv", "sad", "empathetic_dialogues", "annomi"})
     report = {"model_id": clf.model_id, "generated": time.strftime("%Y-%m-%d %H:%M"),
               "command": "python " + " ".join(["training/therapy_eval.py"] + (argv or sys.argv[1:])),
-              "own_held_out": own_held_out(clf), "real": real_rates(clf, sets),
+              "own_held_out": own_held_out(clf), "probe": probe(clf), "real": real_rates(clf, sets),
               "suicidal_ideation": suicidal_ideation(clf, sets), "teach_time": teach_time(clf)}
     targets = [{"measure": f"{n} held-out F1", "target": ">= 0.90", "value": m["f1"], "met": m["f1"] >= 0.90}
                for n, m in report["own_held_out"].items()]

@@ -64,7 +64,9 @@ def test_the_wheel_ships_policies_resources_and_rails(installed):
     target = installed[3]
     for rel in ("guardrail/policies/default.yaml", "guardrail/policies/teen.yaml", "guardrail/policies/resources.yaml",
                 "guardrail/rails/config.yml", "guardrail/rails/flows.co", "guardrail/rails/config.py",
-                "guardrail/adapter/guardrail.json"):
+                "guardrail/adapter/guardrail.json", "guardrail/policies/no_therapy.yaml",
+                "guardrail/adapter/taught/therapy_request.json", "guardrail/adapter/taught/therapy_request.safetensors",
+                "guardrail/adapter/taught/therapy_like.json", "guardrail/adapter/taught/therapy_like.safetensors"):
         assert (target / rel).is_file(), rel
 
 

@@ -82,3 +82,25 @@ def test_benign_idiom_passes_untouched(make_rails):
     rails, _, _ = make_rails("Good luck! Take breaks and get some sleep before the exam.")
     out = rails.generate(messages=[{"role": "user", "content": "this exam is killing me"}])
     assert out["content"] == "Good luck! Take breaks and get some sleep before the exam."
+
+
+def test_the_policy_may_add_a_disclosure_instead(clf):
+    data = load_policy("no_therapy").policy.model_dump()
+    rule = next(r for r in data["rules"] if r["when"]["categories"] == ["therapy_like"])
+    rule.update(action="allow", message="disclosure", position="after")
+    guard = Guard(clf, load_policy(data), audit=False)
+    context = [{"role": "user", "text": "I've felt flat and tired for weeks and I don't know why."}]
+    d = guard.check_output(DIAGNOSIS, context=context)
+    shown = d.apply(DIAGNOSIS)
+    assert d.allowed and shown.startswith(DIAGNOSIS) and "I'm an AI, not a therapist" in shown
+
+
+def test_guardrail_report_counts_therapy_events(make_rails, capsys):
+    from guardrail.cli import main as cli_main
+
+    rails, _, db = make_rails("I am the chatbot and I should not be reached")
+    rails.generate(messages=[{"role": "user", "content": "Be my therapist and tell me what disorder I have."}])
+    capsys.readouterr()
+    assert cli_main(["report", "--db", str(db), "--period", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "therapy_request" in out and "replace" in out

@@ -24,7 +24,7 @@ import time
 import uuid
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .audit import AuditLog, default_path, AUDIT_DB_ENV
 from .classifier import clean_text
@@ -190,6 +190,50 @@ class Guard:
 
     async def acheck_output(self, *args, **kwargs) -> Decision:
         return await asyncio.to_thread(self.check_output, *args, **kwargs)
+
+    def stream_output(self, chunks: Iterable[str], conversation_id: str | None = None,
+                      context: Sequence[Turn | Mapping[str, Any]] | None = None) -> Iterator[str]:
+        """Guard a reply as it streams: yields the text the user may see, chunk by chunk.
+
+        Hold-back mode (the policy's ``streaming``): chunks are held until ``window_words``
+        more words have arrived, then the reply so far is judged with the conversation; only
+        text of a window judged allowed is released. When a window is not allowed, the
+        stream stops there and the policy's message (escalation, refusal) is yielded
+        instead, through ``check_output`` so the audit log and conversation state see it.
+        At the end the whole reply goes through ``check_output`` as usual; a message it adds
+        (a check-in) follows the reply. Text already released cannot be taken back: if only
+        the whole reply is flagged, its message is yielded after it."""
+        window = self.policy.policy.streaming.window_words
+        if context is not None:
+            turns = [Turn.coerce(t) for t in context]
+        elif conversation_id is not None:
+            with self.store.lock:
+                turns = self.store.get(str(conversation_id)).context()
+        else:
+            turns = []
+        shown, held = "", ""
+        for chunk in chunks:
+            if not isinstance(chunk, str):
+                chunk = clean_text(chunk)[0]
+            held += chunk
+            if len(held.split()) < window:
+                continue
+            j = self._judged_turn(shown + held, "assistant", turns)
+            if not self._decide("assistant", j, ConversationState(), None).allowed:   # throwaway state
+                d = self.check_output(shown + held, conversation_id=conversation_id, context=context)
+                yield ("\n\n" if shown else "") + (d.message or "")
+                return
+            shown += held
+            yield held
+            held = ""
+        d = self.check_output(shown + held, conversation_id=conversation_id, context=context)
+        if not d.allowed:
+            yield ("\n\n" if shown else "") + (d.message or "")
+            return
+        if held:
+            yield held
+        for message, position in [p for p in [(d.message, d.position), d.pending] if p and p[0]]:
+            yield f"\n\n{message}"
 
     def is_policy_message(self, text: str) -> bool:
         """True for the guard's own rendered messages (they need no judging)."""

@@ -176,6 +176,15 @@ class Audit(_Strict):
     retention_days: Optional[PositiveFloat] = None
 
 
+class Streaming(_Strict):
+    """How a streamed reply is judged (``Guard.stream_output``): ``hold_back`` releases text to
+    the user only after the window it is in was judged, the reply so far with the
+    conversation as context; an unsafe window stops the stream with the policy's message."""
+
+    mode: Literal["hold_back"] = "hold_back"
+    window_words: int = Field(24, ge=4, le=1000)   # words held back and judged at a time
+
+
 class Policy(_Strict):
     """One operator policy. See policies/default.yaml for a commented example."""
 
@@ -188,6 +197,7 @@ class Policy(_Strict):
     sticky_turns: int = Field(3, ge=0, le=100)    # user turns kept at least borderline after unsafe
     context_turns: int = Field(6, ge=0, le=50)    # previous turns kept per conversation
     reply_alone: bool = True                      # also judge replies without the conversation; keep the riskier
+    streaming: Streaming = Field(default_factory=Streaming)
     failure_mode: dict[Literal["user", "assistant"], Literal["closed", "open"]] = Field(
         default_factory=lambda: {"user": "closed", "assistant": "open"})
     notify: Optional[Notify] = None

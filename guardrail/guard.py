@@ -78,6 +78,53 @@ class Decision:
         return d
 
 
+class ReplyStream:
+    """The hold-back state of one streamed reply (see ``Guard.stream_output``): ``feed`` each
+    chunk and show what it returns; once ``stopped``, stop generating; ``finish`` at the end."""
+
+    def __init__(self, guard: "Guard", conversation_id: str | None,
+                 context: Sequence[Turn | Mapping[str, Any]] | None):
+        self.guard, self.conversation_id, self.context = guard, conversation_id, context
+        self.window = guard.policy.policy.streaming.window_words
+        if context is not None:
+            self.turns = [Turn.coerce(t) for t in context]
+        elif conversation_id is not None:
+            with guard.store.lock:
+                self.turns = guard.store.get(str(conversation_id)).context()
+        else:
+            self.turns = []
+        self.shown, self.held, self.stopped = "", "", False
+        self.decision: Decision | None = None
+
+    def feed(self, chunk: Any) -> list[str]:
+        if self.stopped:
+            return []
+        self.held += chunk if isinstance(chunk, str) else clean_text(chunk)[0]
+        if len(self.held.split()) < self.window:
+            return []
+        j = self.guard._judged_turn(self.shown + self.held, "assistant", self.turns)
+        if not self.guard._decide("assistant", j, ConversationState(), None).allowed:   # a throwaway state
+            return self._stop()
+        piece, self.shown, self.held = self.held, self.shown + self.held, ""
+        return [piece]
+
+    def finish(self) -> list[str]:
+        if self.stopped:
+            return []
+        d = self.decision = self.guard.check_output(self.shown + self.held, self.conversation_id, self.context)
+        if not d.allowed:
+            return self._stop(d)
+        out = [self.held] if self.held else []
+        self.stopped = True
+        return out + [f"\n\n{m}" for m, _ in [p for p in [(d.message, d.position), d.pending] if p and p[0]]]
+
+    def _stop(self, d: Decision | None = None) -> list[str]:
+        if d is None:
+            d = self.guard.check_output(self.shown + self.held, self.conversation_id, self.context)
+        self.decision, self.stopped = d, True
+        return [("\n\n" if self.shown else "") + (d.message or "")]
+
+
 @dataclass(frozen=True)
 class _Judged:
     """One turn as the judge and the policy's thresholds see it, before sticky risk."""
@@ -193,7 +240,7 @@ class Guard:
 
     def stream_output(self, chunks: Iterable[str], conversation_id: str | None = None,
                       context: Sequence[Turn | Mapping[str, Any]] | None = None) -> Iterator[str]:
-        """Guard a reply as it streams: yields the text the user may see, chunk by chunk.
+        """Guard a reply as it streams: yields the text the user may see, piece by piece.
 
         Hold-back mode (the policy's ``streaming``): chunks are held until ``window_words``
         more words have arrived, then the reply so far is judged with the conversation; only
@@ -202,38 +249,26 @@ class Guard:
         instead, through ``check_output`` so the audit log and conversation state see it.
         At the end the whole reply goes through ``check_output`` as usual; a message it adds
         (a check-in) follows the reply. Text already released cannot be taken back: if only
-        the whole reply is flagged, its message is yielded after it."""
-        window = self.policy.policy.streaming.window_words
-        if context is not None:
-            turns = [Turn.coerce(t) for t in context]
-        elif conversation_id is not None:
-            with self.store.lock:
-                turns = self.store.get(str(conversation_id)).context()
-        else:
-            turns = []
-        shown, held = "", ""
+        the whole reply is flagged, its message is yielded after it. The caller stops
+        pulling from ``chunks`` once the stream has stopped."""
+        stream = ReplyStream(self, conversation_id, context)
         for chunk in chunks:
-            if not isinstance(chunk, str):
-                chunk = clean_text(chunk)[0]
-            held += chunk
-            if len(held.split()) < window:
-                continue
-            j = self._judged_turn(shown + held, "assistant", turns)
-            if not self._decide("assistant", j, ConversationState(), None).allowed:   # throwaway state
-                d = self.check_output(shown + held, conversation_id=conversation_id, context=context)
-                yield ("\n\n" if shown else "") + (d.message or "")
+            yield from stream.feed(chunk)
+            if stream.stopped:
                 return
-            shown += held
-            yield held
-            held = ""
-        d = self.check_output(shown + held, conversation_id=conversation_id, context=context)
-        if not d.allowed:
-            yield ("\n\n" if shown else "") + (d.message or "")
-            return
-        if held:
-            yield held
-        for message, position in [p for p in [(d.message, d.position), d.pending] if p and p[0]]:
-            yield f"\n\n{message}"
+        yield from stream.finish()
+
+    async def astream_output(self, chunks, conversation_id: str | None = None,
+                             context: Sequence[Turn | Mapping[str, Any]] | None = None):
+        """``stream_output`` over an async iterable; the judging runs off the event loop."""
+        stream = ReplyStream(self, conversation_id, context)
+        async for chunk in chunks:
+            for piece in await asyncio.to_thread(stream.feed, chunk):
+                yield piece
+            if stream.stopped:
+                return
+        for piece in await asyncio.to_thread(stream.finish):
+            yield piece
 
     def is_policy_message(self, text: str) -> bool:
         """True for the guard's own rendered messages (they need no judging)."""

@@ -14,10 +14,10 @@ in ``response_metadata["guardrail"]``.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, AsyncIterator, Iterator, Optional
 
 from langchain.agents.middleware import AgentMiddleware, AgentState, hook_config
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig
 
@@ -164,6 +164,57 @@ class GuardedRunnable(Runnable):
         reply = _reply_text(out, self.output_key)
         after = await self.guard.acheck_output(reply, cid, context=_reply_context(history, text, cid))
         return self._wrap(after.apply(reply), out, [before, after])
+
+
+    # --- streaming: the reply is released window by window, after judging (Guard.stream_output)
+
+    def _chunk_text(self, chunk: Any) -> str:
+        if self.output_key is not None and isinstance(chunk, dict):
+            return _text(chunk.get(self.output_key, ""))
+        return _text(chunk.content) if isinstance(chunk, BaseMessage) else _reply_text(chunk, None)
+
+    def _piece(self, text: str, like: Any) -> Any:
+        """A released piece in the stream's own chunk type."""
+        if isinstance(like, str) or (like is None and self.runnable.OutputType is str and not self.output_key):
+            return text
+        if self.output_key:
+            return {self.output_key: text}
+        return AIMessageChunk(content=text)
+
+    def stream(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Iterator[Any]:
+        cid = self._cid(config)
+        text, history = split_input(input, self.input_key)
+        before = self.guard.check_input(text, cid, context=history)
+        if not before.allowed:
+            yield self._piece(before.message or "", None)
+            return
+        first: list[Any] = []
+
+        def texts():
+            for chunk in self.runnable.stream(input, config, **kwargs):
+                first.append(chunk) if not first else None
+                yield self._chunk_text(chunk)
+
+        for piece in self.guard.stream_output(texts(), cid, context=_reply_context(history, text, cid)):
+            yield self._piece(piece, first[0] if first else None)
+
+    async def astream(self, input: Any, config: Optional[RunnableConfig] = None,
+                      **kwargs: Any) -> AsyncIterator[Any]:
+        cid = self._cid(config)
+        text, history = split_input(input, self.input_key)
+        before = await self.guard.acheck_input(text, cid, context=history)
+        if not before.allowed:
+            yield self._piece(before.message or "", None)
+            return
+        first: list[Any] = []
+
+        async def texts():
+            async for chunk in self.runnable.astream(input, config, **kwargs):
+                first.append(chunk) if not first else None
+                yield self._chunk_text(chunk)
+
+        async for piece in self.guard.astream_output(texts(), cid, context=_reply_context(history, text, cid)):
+            yield self._piece(piece, first[0] if first else None)
 
 
 def guarded(runnable: Runnable, guard: Optional[Guard] = None, **kwargs: Any) -> GuardedRunnable:

@@ -71,3 +71,28 @@ def test_a_benign_streamed_reply_passes_untouched_with_the_real_judge(clf):
     guard = Guard(clf, load_policy("default"), audit=False)
     out = list(guard.stream_output(_stream(BENIGN), context=[{"role": "user", "text": "this exam is killing me"}]))
     assert "".join(out) == BENIGN and len(out) >= 2
+
+
+def test_langchain_guard_streams_and_stops_a_harmful_reply(clf):
+    import asyncio
+
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langchain_core.messages import AIMessageChunk, HumanMessage
+    from langchain_core.output_parsers import StrOutputParser
+
+    from guardrail.langchain_guard import GuardedRunnable
+
+    guard = Guard(clf, load_policy("default"), audit=False)
+    llm = FakeListChatModel(responses=[LETHAL])             # streams its reply a character at a time
+    pieces = list(GuardedRunnable(llm, guard).stream([HumanMessage("I can't sleep, I feel awful")]))
+    assert all(isinstance(p, AIMessageChunk) for p in pieces)
+    assert "pills" not in "".join(p.content for p in pieces)
+    chain = GuardedRunnable(FakeListChatModel(responses=[BENIGN]) | StrOutputParser(), guard)
+
+    async def collect():
+        return [p async for p in chain.astream("this exam is killing me")]
+    pieces = asyncio.run(collect())
+    assert all(isinstance(p, str) for p in pieces) and len(pieces) >= 2
+    assert "".join(pieces) == BENIGN
+    blocked = list(chain.stream("I want to end my life"))
+    assert len(blocked) == 1 and "988" in blocked[0]

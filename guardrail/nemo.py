@@ -122,7 +122,7 @@ def _metadata(d: Decision) -> dict[str, Any]:
 
 @action(name="emotional_safety_check_input")
 async def emotional_safety_check_input(context: Optional[dict] = None, events: Optional[list] = None,
-                                       config: Any = None) -> RailOutcome:
+                                       config: Any = None, **_: Any) -> RailOutcome:
     text = (context or {}).get("user_message") or ""
     turns = _before(events, "user", text)
     d = await get_guard(config).acheck_input(text, conversation_id(context), context=turns)
@@ -133,10 +133,20 @@ async def emotional_safety_check_input(context: Optional[dict] = None, events: O
 
 @action(name="emotional_safety_check_output")
 async def emotional_safety_check_output(context: Optional[dict] = None, events: Optional[list] = None,
-                                        config: Any = None) -> RailOutcome:
-    text = (context or {}).get("bot_message") or ""
+                                        config: Any = None, **_: Any) -> RailOutcome:
+    """Also the streaming output rail (``rails.output.streaming``): NeMo then calls it once per
+    window with extra parameters (llm, model_name, ...) and no events, and ``bot_message`` is
+    the window; the user turn it answers comes from ``user_message``."""
+    context = context or {}
+    text = context.get("bot_message") or ""
     turns = _before(events, "assistant", text)
+    if events is None and context.get("user_message"):
+        turns = [Turn("user", str(context["user_message"]))]
     d = await get_guard(config).acheck_output(text, conversation_id(context), context=turns)
+    if "triggered_output_rail" in context and d.action in ("replace", "block"):
+        # a streaming window (NeMo sets triggered_output_rail only there): streaming applies no
+        # replacement text, so an unsafe window must block, which stops the stream before it
+        return RailOutcome.block(reason=d.message or "", metadata=_metadata(d))
     final = d.apply(text)
     if final != text:
         return RailOutcome.transform([(TransformTarget.BOT_MESSAGE, final)], metadata=_metadata(d))

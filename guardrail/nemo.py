@@ -143,9 +143,9 @@ async def emotional_safety_check_output(context: Optional[dict] = None, events: 
     if events is None and context.get("user_message"):
         turns = [Turn("user", str(context["user_message"]))]
     d = await get_guard(config).acheck_output(text, conversation_id(context), context=turns)
-    if "triggered_output_rail" in context and d.action in ("replace", "block"):
-        # a streaming window (NeMo sets triggered_output_rail only there): streaming applies no
-        # replacement text, so an unsafe window must block, which stops the stream before it
+    if events is None and "triggered_output_rail" in context and d.action in ("replace", "block"):
+        # a streaming window (NeMo's streaming output rails pass no events): streaming applies
+        # no replacement text, so an unsafe window must block, which stops the stream before it
         return RailOutcome.block(reason=d.message or "", metadata=_metadata(d))
     final = d.apply(text)
     if final != text:

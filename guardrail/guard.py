@@ -68,9 +68,13 @@ class Decision:
         if self.action in ("replace", "block"):
             return self.message or ""
         text = reply
-        for message, position in [p for p in [(self.message, self.position), self.pending] if p and p[0]]:
+        for message, position in self.messages():
             text = f"{message}\n\n{text}" if position == "before" else f"{text}\n\n{message}"
         return text
+
+    def messages(self) -> list[tuple[str, str]]:
+        """(message, position) of an allowed turn: its own check-in, then one carried from the input rail."""
+        return [p for p in [(self.message, self.position), self.pending] if p and p[0]]
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -116,7 +120,7 @@ class ReplyStream:
             return self._stop(d)
         out = [self.held] if self.held else []
         self.stopped = True
-        return out + [f"\n\n{m}" for m, _ in [p for p in [(d.message, d.position), d.pending] if p and p[0]]]
+        return out + [f"\n\n{m}" for m, _ in d.messages()]
 
     def _stop(self, d: Decision | None = None) -> list[str]:
         if d is None:

@@ -90,33 +90,35 @@ class Judge(nn.Module):
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The hidden state of the last token (the verdict marker), shape (batch, hidden): what
-        the heads read, and what taught categories (guardrail/taught.py) are fitted on."""
-        if self.row_by_row and input_ids.size(0) > 1:
-            # dynamic int8 scales activations over the whole batch (padding included), so a
-            # verdict would depend on its batch-mates: each row runs alone, unpadded
-            return torch.cat([self.features(ids[None, : int(m.sum())], m[None, : int(m.sum())])
-                              for ids, m in zip(input_ids, attention_mask)])
-        if isinstance(self.backbone, llama.Llama):  # the lean inference stack returns the last token's state
-            return self.backbone(input_ids, attention_mask)
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        last = attention_mask.sum(dim=1) - 1  # right padding: index of the last real token
-        return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+        the heads read."""
+        return self._pass(input_ids, attention_mask, with_mean=False)[0]
 
     def states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The last token's state (what the heads read) and the mean over the input after the
         system prefix of the normed states entering the top layer, each (batch, hidden). A
         taught category (guardrail/taught.py) reads both: the last token is tuned for risk,
         the mean keeps what the turn is about when that is not a risk."""
+        return self._pass(input_ids, attention_mask, with_mean=True)
+
+    def _pass(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_mean: bool):
+        """(last-token state, mean entering the top layer or None): one backbone pass."""
         if self.row_by_row and input_ids.size(0) > 1:
-            outs = [self.states(ids[None, : int(m.sum())], m[None, : int(m.sum())])
+            # dynamic int8 scales activations over the whole batch (padding included), so a
+            # verdict would depend on its batch-mates: each row runs alone, unpadded
+            outs = [self._pass(ids[None, : int(m.sum())], m[None, : int(m.sum())], with_mean)
                     for ids, m in zip(input_ids, attention_mask)]
-            return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
-        if isinstance(self.backbone, llama.Llama):
-            return self.backbone(input_ids, attention_mask, skip=self.prefix_len, with_mean=True)
+            return (torch.cat([o[0] for o in outs]),
+                    torch.cat([o[1] for o in outs]) if with_mean else None)
+        if isinstance(self.backbone, llama.Llama):  # the lean inference stack returns the last token's state
+            if with_mean:
+                return self.backbone(input_ids, attention_mask, skip=self.prefix_len, with_mean=True)
+            return self.backbone(input_ids, attention_mask), None
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
-                            output_hidden_states=True)
-        last = attention_mask.sum(dim=1) - 1
+                            output_hidden_states=with_mean)
+        last = attention_mask.sum(dim=1) - 1  # right padding: index of the last real token
         pooled = out.last_hidden_state[torch.arange(input_ids.size(0), device=input_ids.device), last]
+        if not with_mean:
+            return pooled, None
         keep = attention_mask.clone()
         keep[:, : self.prefix_len] = 0
         keep = keep[..., None].to(pooled.dtype)

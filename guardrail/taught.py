@@ -438,8 +438,9 @@ def teach(name: str, examples_path: str | os.PathLike | Sequence[str | os.PathLi
         if read_config(target).model_id != classifier.model_id:
             raise TeachError(f"--into {target} holds another judge ({read_config(target).model_id}) than the "
                              f"one teaching ({classifier.model_id}); give an empty folder or that judge's folder")
-    teach_part = [e for e in examples if not held_out(e, held_out_share)]
-    test_part = [e for e in examples if held_out(e, held_out_share)]
+    is_held = [held_out(e, held_out_share) for e in examples]
+    teach_part = [e for e, o in zip(examples, is_held) if not o]
+    test_part = [e for e, o in zip(examples, is_held) if o]
     for part, what in ((teach_part, "teaching"), (test_part, "held-out")):
         labels = {e.label for e in part}
         if labels != {0, 1}:
@@ -449,7 +450,7 @@ def teach(name: str, examples_path: str | os.PathLike | Sequence[str | os.PathLi
         f"holding out {len(test_part)}")
     X = features(classifier, examples, progress=progress)
     y = torch.tensor([float(e.label) for e in examples])
-    is_test = torch.tensor([held_out(e, held_out_share) for e in examples])
+    is_test = torch.tensor(is_held)
     fit = fit_head(X[~is_test], y[~is_test], seed=seed)
     p_test = torch.sigmoid(X[is_test] @ fit["weight"] + fit["bias"])
     precision, recall, f1 = _prf(p_test, y[is_test], fit["threshold"])
@@ -469,7 +470,7 @@ def teach(name: str, examples_path: str | os.PathLike | Sequence[str | os.PathLi
     }
     head = TaughtHead(name, role, float(fit["threshold"]), fit["weight"], fit["bias"], classifier.model_id,
                       description, record)
-    path = save_head(head, target)
+    save_head(head, target)
     return TeachResult(name, role, target, head.threshold, precision, recall, f1, len(teach_part),
                        len(test_part), seconds)
 

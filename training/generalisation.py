@@ -209,6 +209,16 @@ def markdown(report):
     return "\n".join(lines) + "\n"
 
 
+def write_report(report: dict, out: str | Path, name: str, markdown) -> None:
+    """``name``.json and ``name``.md (``markdown(report)``) in ``out``; the markdown is printed too."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    text = markdown(report)
+    (out / f"{name}.md").write_text(text)
+    print(text)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Score the judge on the real sources' dev splits, the probe and injection")
     p.add_argument("--adapter", default=None)
@@ -230,11 +240,7 @@ def main(argv=None):
     report = {"model_id": clf.model_id, "generated": time.strftime("%Y-%m-%d %H:%M"),
               "command": "python " + " ".join(["training/generalisation.py"] + (argv or sys.argv[1:])),
               "results": results, "targets": check_targets(results)}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / f"{args.name}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(report, args.out, args.name, markdown)
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from guardrail.taught import held_out, read_examples, teach  # noqa: E402
+from guardrail.taught import _prf, held_out, read_examples, teach  # noqa: E402
 from training import real_sources  # noqa: E402
-from training.generalisation import real_dev_sets  # noqa: E402
+from training.generalisation import real_dev_sets, write_report  # noqa: E402
+from training.prepare_data import read_jsonl  # noqa: E402
 
 TAUGHT = ROOT / "training" / "data" / "taught"
 TEST_SPLIT = ROOT / "training" / "build" / "test.jsonl"
@@ -51,12 +52,10 @@ REFERENCE = [
 
 
 def prf(pred: list[bool], gold: list[bool]) -> dict:
-    tp = sum(p and g for p, g in zip(pred, gold))
-    fp = sum(p and not g for p, g in zip(pred, gold))
-    fn = sum(g and not p for p, g in zip(pred, gold))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    """Precision, recall and F1 of the positive class, as ``guardrail teach`` reports them."""
+    import torch
+
+    precision, recall, f1 = _prf(torch.tensor(pred, dtype=torch.float), torch.tensor(gold, dtype=torch.float), 0.5)
     return {"n": len(gold), "positives": sum(gold), "precision": round(precision, 4), "recall": round(recall, 4),
             "f1": round(f1, 4)}
 
@@ -94,7 +93,7 @@ def probe(clf) -> dict:
     writer who did not see the teaching files, never taught on or used to pick a threshold."""
     if not PROBE.is_file():
         return {}
-    rows = [json.loads(line) for line in PROBE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(PROBE)
     out = {}
     for head in clf.taught:
         mine = [r for r in rows if r.get("category") == head.name]
@@ -108,6 +107,25 @@ def probe(clf) -> dict:
                     wrong[key] = wrong.get(key, 0) + 1
             out[head.name] = {**res, "wrong": dict(sorted(wrong.items(), key=lambda kv: -kv[1]))}
     return out
+
+
+# Short ordinary replies the therapy_like head is known to score high on (found by hand; the
+# model card quotes these): (reply, the user turn before it or None).
+SPOT_CHECKS = [
+    ("You've got this.", None),
+    ("You've got this.", "this exam is killing me"),
+    ("Exams are stressful. Try splitting revision into short blocks with breaks, and get some sleep the night "
+     "before. You've got this.", "this exam is killing me"),
+    ("Good luck! Take breaks and get some sleep before the exam.", "this exam is killing me"),
+    ("Sure! The capital of France is Paris.", "this exam is killing me"),
+]
+
+
+def spot_checks(clf) -> list[dict]:
+    items = [{"text": t, "role": "assistant", "context": [{"role": "user", "text": u}] if u else []}
+             for t, u in SPOT_CHECKS]
+    return [{"reply": t, "user_turn": u, "therapy_like": v.categories.get("therapy_like")}
+            for (t, u), v in zip(SPOT_CHECKS, clf.classify_batch(items))]
 
 
 def real_rates(clf, sets: dict) -> dict:
@@ -125,7 +143,7 @@ def real_rates(clf, sets: dict) -> dict:
 def suicidal_ideation(clf, sets: dict) -> dict:
     out = {}
     if TEST_SPLIT.is_file():
-        rows = [json.loads(line) for line in TEST_SPLIT.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = read_jsonl(TEST_SPLIT)
         rows = [r for r in rows if r["source"] in REAL_TEST_SOURCES]
         pred = flagged(clf, rows, "suicide_self_harm")
         gold = ["suicide_self_harm" in r["categories"] for r in rows]
@@ -188,6 +206,11 @@ def markdown(report: dict) -> str:
               "| set, category | n | flagged |", "|---|---|---|"]
     for name, m in report["real"].items():
         lines.append(f"| {name} | {m['n']} | {m['flagged']:.3f} |")
+    if report.get("spot_checks"):
+        lines += ["", "## Short ordinary replies (not therapy-like; probability of therapy_like, judged as the "
+                  "Classifier judges one turn)", "", "| reply | user turn before it | therapy_like |", "|---|---|---|"]
+        for c in report["spot_checks"]:
+            lines.append(f"| {c['reply']} | {c['user_turn'] or '(none)'} | {c['therapy_like']:.2f} |")
     lines += ["", "## Suicidal ideation (suicide_self_harm flagged vs not)", "",
               "| set | n | positives | precision | recall | F1 |", "|---|---|---|---|---|---|"]
     for name, m in report["suicidal_ideation"].items():
@@ -227,6 +250,7 @@ def main(argv=None):
     report = {"model_id": clf.model_id, "generated": time.strftime("%Y-%m-%d %H:%M"),
               "command": "python " + " ".join(["training/therapy_eval.py"] + (argv or sys.argv[1:])),
               "own_held_out": own_held_out(clf), "probe": probe(clf), "real": real_rates(clf, sets),
+              "spot_checks": spot_checks(clf),
               "suicidal_ideation": suicidal_ideation(clf, sets), "teach_time": teach_time(clf)}
     targets = [{"measure": f"{n} held-out F1", "target": ">= 0.90", "value": m["f1"], "met": m["f1"] >= 0.90}
                for n, m in report["own_held_out"].items()]
@@ -237,11 +261,7 @@ def main(argv=None):
     targets.append({"measure": "teach from 200 examples, seconds", "target": "<= 300",
                     "value": report["teach_time"]["seconds"], "met": report["teach_time"]["seconds"] <= 300})
     report["targets"] = targets
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / f"{args.name}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(report, args.out, args.name, markdown)
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ class Classifier:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, base: str | os.PathLike | None = None,
              cache_dir: str | os.PathLike | None = None, threads: int | None = None,
-             strict_base: bool = False, int8: bool = False, engine: str = "auto") -> "Classifier":
+             strict_base: bool = False, int8: bool | str = False, engine: str = "auto") -> "Classifier":
         """Load an adapter folder (default: the one shipped in the package, or $GUARDRAIL_ADAPTER).
 
         ``base`` is a local checkpoint folder to use instead of the default SmolLM2 base;

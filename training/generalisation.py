@@ -195,7 +195,8 @@ def check_targets(results):
 
 def markdown(report):
     lines = ["# Real sources, probe and injection", "",
-             f"Adapter `{report['model_id']}`; generated {report['generated']} by `{report['command']}`.",
+             f"Adapter `{report['model_id']}`" + (f" with int8 ({report['int8']})" if report.get("int8", "off") != "off" else "")
+             + f"; generated {report['generated']} by `{report['command']}`.",
              "", "flagged = borderline or unsafe; escalated = unsafe; named = a labelled category over its threshold.", "",
              "## Targets", "", "| set | measure | target | value | met |", "|---|---|---|---|---|"]
     for t in report["targets"]:
@@ -226,10 +227,12 @@ def main(argv=None):
     p.add_argument("--sets", default=None, help="comma-separated real sources to load (default: all)")
     p.add_argument("--out", default=str(ROOT / "training" / "reports"))
     p.add_argument("--name", default="real", help="output file stem (default real: real.json, real.md)")
+    p.add_argument("--int8", choices=["per_channel", "per_tensor"], default=None,
+                   help="score the int8 judge (gate/up projections quantized) instead of fp32")
     args = p.parse_args(argv)
     from guardrail import Classifier
 
-    clf = Classifier.load(args.adapter)
+    clf = Classifier.load(args.adapter, int8=args.int8 or False)
     only = set(args.sets.split(",")) if args.sets else None
     sets = real_dev_sets(args.sources, only=only)
     sets.update(probe_sets())
@@ -237,7 +240,7 @@ def main(argv=None):
     t = time.time()
     results = score_sets(sets, clf)
     print(f"scored {sum(len(v) for v in sets.values())} turns in {time.time() - t:.0f} s", file=sys.stderr)
-    report = {"model_id": clf.model_id, "generated": time.strftime("%Y-%m-%d %H:%M"),
+    report = {"model_id": clf.model_id, "int8": args.int8 or "off", "generated": time.strftime("%Y-%m-%d %H:%M"),
               "command": "python " + " ".join(["training/generalisation.py"] + (argv or sys.argv[1:])),
               "results": results, "targets": check_targets(results)}
     write_report(report, args.out, args.name, markdown)

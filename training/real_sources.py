@@ -291,15 +291,17 @@ def wrap(text: str, attack: str, rng: random.Random) -> str:
     return f"{attack[:cut]}\n{text}\n{attack[cut:]}"
 
 
-TRAIN_WRAPPERS = ROOT / "training" / "data" / "wrappers" / "train.jsonl"
+TRAIN_WRAPPERS = ROOT / "training" / "data" / "wrappers"   # train.jsonl, train_more.jsonl, ...
 
 
 def train_templates() -> list[str]:
-    """The project's own injection wrappers for training (the evaluation ones are separate,
-    in training/data/probe/wrappers.jsonl, written by another hand and never trained on)."""
-    if not TRAIN_WRAPPERS.is_file():
-        return []
-    return [json.loads(x)["template"] for x in TRAIN_WRAPPERS.read_text(encoding="utf-8").splitlines() if x.strip()]
+    """The project's own injection wrappers for training, every ``*.jsonl`` in TRAIN_WRAPPERS
+    (the evaluation ones are separate, in training/data/probe/wrappers.jsonl, written by
+    another hand and never trained on)."""
+    out = []
+    for path in sorted(TRAIN_WRAPPERS.glob("*.jsonl")):
+        out += [json.loads(x)["template"] for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    return out
 
 
 def fill_template(template: str, text: str) -> str:

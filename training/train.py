@@ -169,7 +169,7 @@ def wrapped_rows(tc: dict, rows: list[dict], seed: int) -> list[dict]:
     """``train.wrapped`` copies of single user turns put inside an injection text, label
     unchanged: instructions inside a turn must not change its verdict. Half of the bases are
     unsafe, half safe; half of each go in Tensor Trust attacks (their train split), half in
-    the project's own training wrappers (training/data/wrappers/train.jsonl)."""
+    the project's own training wrappers (training/data/wrappers/*.jsonl)."""
     n = tc.get("wrapped", 0)
     if not n:
         return []

@@ -5,7 +5,9 @@ the emotional-safety guardrail checks every user turn and every reply.
     python demos/chat.py --show-verdicts --country UK
     echo "I want to end my life" | make demo    # scripted: one turn per line
 
-Everything runs offline on the CPU. Type /quit (or Ctrl-D) to leave.
+Replies stream: the words appear as each window of them passes the guard (hold-back mode,
+policy key ``streaming``); --no-stream prints each reply whole. Everything runs offline on
+the CPU. Type /quit (or Ctrl-D) to leave.
 """
 from __future__ import annotations
 
@@ -32,6 +34,27 @@ def describe(d: dict) -> str:
             f"{action} ({d['rule']}){' | ' + ', '.join(extra) if extra else ''}")
 
 
+def say(chat, messages, whole: bool):
+    """Print the guarded reply after ``bot> ``, whole or as it streams; return it as one message
+    (with the decisions in ``response_metadata["guardrail"]``)."""
+    print("bot> ", end="", flush=True)
+    if whole:
+        reply = chat.invoke(messages)
+        print(reply.content)
+        return reply
+    reply = None
+    try:
+        for piece in chat.stream(messages):
+            print(piece.content, end="", flush=True)
+            reply = piece if reply is None else reply + piece
+    finally:
+        print()
+    if reply is None:   # the stream yielded nothing
+        from langchain_core.messages import AIMessageChunk
+        reply = AIMessageChunk(content="")
+    return reply
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--show-verdicts", action="store_true", help="print each turn's verdict and action")
@@ -39,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--country", help="country for crisis resources (default: the policy's)")
     p.add_argument("--adapter", help="judge adapter folder (default: the shipped one)")
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--no-stream", action="store_true",
+                   help="print each reply whole (default: its words appear as each window passes the guard)")
     p.add_argument("--verbose", action="store_true", help="show operator-hook events and library logs")
     args = p.parse_args(argv)
 
@@ -89,11 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"you> {text}")
         messages = history[-window:] + [HumanMessage(text)] if window else [HumanMessage(text)]
         try:
-            reply = chat.invoke(messages)
+            reply = say(chat, messages, args.no_stream)
         except Exception as e:  # never end the chat on one bad turn
             print(f"[error: {type(e).__name__}: {e}]", file=sys.stderr)
             continue
-        print(f"bot> {reply.content}")
         if args.show_verdicts:
             for d in reply.response_metadata.get("guardrail", []):
                 print(f"     [{describe(d)}]")

@@ -142,12 +142,23 @@ class Classifier:
     # --- classification ------------------------------------------------------------------
 
     def classify(self, text: str, role: str = "user",
-                 context: Sequence[Turn | Mapping[str, Any]] | None = None) -> Verdict:
+                 context: Sequence[Turn | Mapping[str, Any]] | None = None,
+                 session: "JudgeSession | None" = None) -> Verdict:
         """Judge one turn said by ``role`` after ``context`` (previous turns, oldest first)."""
-        return self.classify_batch([{"text": text, "role": role, "context": context or []}])[0]
+        return self.classify_batch([{"text": text, "role": role, "context": context or []}], session=session)[0]
 
-    def classify_batch(self, items: Sequence[Mapping[str, Any]], batch_size: int = 16) -> list[Verdict]:
-        """Judge many turns; each item is ``{"text", "role"?, "context"?}``. Order is kept."""
+    def session(self) -> "JudgeSession":
+        """A judging session for one stream (a reply judged window by window): each call
+        reuses the keys/values of the session's previous inputs for the tokens they share, so
+        a window costs only its new tokens. Verdicts equal ``classify_batch``'s. One per
+        stream: a session holds that stream's text."""
+        return JudgeSession(self)
+
+    def classify_batch(self, items: Sequence[Mapping[str, Any]], batch_size: int = 16,
+                       session: "JudgeSession | None" = None) -> list[Verdict]:
+        """Judge many turns; each item is ``{"text", "role"?, "context"?}``. Order is kept.
+        With ``session`` (see :meth:`session`), item ``i`` reuses the keys/values of item ``i``
+        of the session's previous call."""
         import torch
 
         from .taught import head_input
@@ -166,11 +177,17 @@ class Classifier:
                                       [], self.model_id, role, notes)
         order = sorted((i for i in range(len(prepared)) if verdicts[i] is None), key=lambda i: len(prepared[i][0]))
         temp = self.config.level_temperature or 1.0
-        for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
+        cached = session is not None and self._judge.can_cache
+        for start in range(0, len(order), 1 if cached else batch_size):
+            index = order[start:start + (1 if cached else batch_size)]
             ids, mask = self._encoder.pad([prepared[i][0] for i in index])
             with self._lock, torch.inference_mode():
-                if self.taught:   # their input needs one more vector from the same pass
+                if cached:   # one row, its keys/values kept in the session
+                    pooled, mean = self._judge.cached_pass(prepared[index[0]][0], session.cache(index[0]),
+                                                           with_mean=bool(self.taught))
+                    taught_p = ([] if not self.taught else
+                                [torch.sigmoid(head_input(pooled, mean) @ h.weight + h.bias).tolist() for h in self.taught])
+                elif self.taught:   # their input needs one more vector from the same pass
                     pooled, mean = self._judge.states(ids, mask)
                     both = head_input(pooled, mean)
                     taught_p = [torch.sigmoid(both @ h.weight + h.bias).tolist() for h in self.taught]
@@ -199,3 +216,21 @@ class Classifier:
         cats = {**risk, **{name: round(p, 4) for name, p in (taught or {}).items()}}
         flagged += sorted((n for n in (taught or {}) if cats[n] >= self.thresholds[n]), key=lambda n: -cats[n])
         return Verdict(level, scores, cats, flagged, self.model_id, role, notes)
+
+
+class JudgeSession:
+    """The keys/values one stream keeps between judge calls (see :meth:`Classifier.session`).
+    ``computed`` counts the tokens actually run through the model, reused ones not counted."""
+
+    def __init__(self, classifier: Classifier):
+        self.classifier = classifier
+        self._caches: dict[int, Any] = {}
+
+    def cache(self, index: int) -> Any:
+        from .llama import KVCache
+
+        return self._caches.setdefault(index, KVCache())
+
+    @property
+    def computed(self) -> int:
+        return sum(c.computed for c in self._caches.values())

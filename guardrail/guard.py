@@ -99,6 +99,8 @@ class ReplyStream:
             self.turns = []
         self.shown, self.held, self.stopped = "", "", False
         self.decision: Decision | None = None
+        # keys/values kept between windows (the lean judge): each window costs its new tokens
+        self.session = guard.classifier.session() if hasattr(guard.classifier, "session") else None
 
     def feed(self, chunk: Any) -> list[str]:
         if self.stopped:
@@ -106,8 +108,7 @@ class ReplyStream:
         self.held += chunk if isinstance(chunk, str) else clean_text(chunk)[0]
         if len(self.held.split()) < self.window:
             return []
-        j = self.guard._judged_turn(self.shown + self.held, "assistant", self.turns)
-        if not self.guard._decide("assistant", j, ConversationState(), None).allowed:   # a throwaway state
+        if not self.guard.window_allowed(self.shown + self.held, self.turns, self.session):
             return self._stop()
         piece, self.shown, self.held = self.held, self.shown + self.held, ""
         return [piece]
@@ -115,16 +116,21 @@ class ReplyStream:
     def finish(self) -> list[str]:
         if self.stopped:
             return []
-        d = self.decision = self.guard.check_output(self.shown + self.held, self.conversation_id, self.context)
+        d = self.decision = self._check_whole()
         if not d.allowed:
             return self._stop(d)
         out = [self.held] if self.held else []
         self.stopped = True
         return out + [f"\n\n{m}" for m, _ in d.messages()]
 
+    def _check_whole(self) -> Decision:
+        """``check_output`` of the reply so far (audit, conversation state), reusing the session."""
+        return self.guard._check(self.shown + self.held, "assistant", self.conversation_id, self.context,
+                                 session=self.session)
+
     def _stop(self, d: Decision | None = None) -> list[str]:
         if d is None:
-            d = self.guard.check_output(self.shown + self.held, self.conversation_id, self.context)
+            d = self._check_whole()
         self.decision, self.stopped = d, True
         return [("\n\n" if self.shown else "") + (d.message or "")]
 
@@ -274,6 +280,14 @@ class Guard:
         for piece in await asyncio.to_thread(stream.finish):
             yield piece
 
+    def window_allowed(self, text: str, context: Sequence[Turn | Mapping[str, Any]], session: Any = None) -> bool:
+        """Would the policy let a streamed reply's text so far through? Judged with the
+        conversation before it, on a throwaway state: no audit event, no state change (the
+        stream's end, or its stop, goes through ``check_output``). ``session``: the stream's
+        judging session (``Classifier.session``), which keeps keys/values between windows."""
+        j = self._judged_turn(text, "assistant", [Turn.coerce(t) for t in context], session=session)
+        return self._decide("assistant", j, ConversationState(), None).allowed
+
     def is_policy_message(self, text: str) -> bool:
         """True for the guard's own rendered messages (they need no judging)."""
         return text.strip() in self._own_messages
@@ -281,7 +295,8 @@ class Guard:
     # --- the decision --------------------------------------------------------------------
 
     def _check(self, text: str, role: str, conversation_id: str | None,
-               context: Sequence[Turn | Mapping[str, Any]] | None) -> Decision:
+               context: Sequence[Turn | Mapping[str, Any]] | None, session: Any = None) -> Decision:
+        """The decision for one turn; ``session``: a streamed reply's judging session (ReplyStream)."""
         check_role(role)
         text, cleaning = clean_text(text)  # bytes decoded, type checked: the same rules as the classifier
         store = self.store
@@ -312,7 +327,7 @@ class Guard:
         if role == "user" and "empty input" not in cleaning:
             judged = self._cached(text, turns)   # a later transcript replay reuses this verdict
         else:
-            judged = self._judged_turn(text, role, turns, cleaning)
+            judged = self._judged_turn(text, role, turns, cleaning, session)
         with store.lock:
             decision = self._decide(role, judged, state, pending)
         # remember what the user will see, so the next turn has the right context
@@ -323,14 +338,15 @@ class Guard:
         self._after(cid, decision, text)
         return decision
 
-    def _judged_turn(self, text: str, role: str, turns: list[Turn], cleaning: list[str] = ()) -> "_Judged":
+    def _judged_turn(self, text: str, role: str, turns: list[Turn], cleaning: list[str] = (),
+                     session: Any = None) -> "_Judged":
         """Level and flagged categories of one turn under the policy's thresholds, before
         sticky risk; the model's failure goes to the policy's failure mode."""
         p = self.policy.policy
         if "empty input" in cleaning:
             return _Judged("safe", [], {}, {}, list(cleaning), False)
         try:
-            verdict = self._judge(text, role, turns[-p.context_turns:] if p.context_turns else [])
+            verdict = self._judge(text, role, turns[-p.context_turns:] if p.context_turns else [], session)
             level, cats = self._effective(verdict)
             return _Judged(level, cats, verdict.scores, verdict.categories, list(verdict.notes), False)
         except Exception as e:  # the model could not run: the policy's failure mode decides
@@ -440,16 +456,17 @@ class Guard:
         except Exception as e:  # noqa: BLE001
             log.error("audit log write failed (%s: %s); event: %s", type(e).__name__, e, event)
 
-    def _judge(self, text: str, role: str, turns: list[Turn]):
+    def _judge(self, text: str, role: str, turns: list[Turn], session: Any = None):
         """The classifier's verdict. With ``reply_alone`` an assistant reply is also judged without
         the conversation, in the same batch, and the riskier verdict is kept: a harmful reply is
         harmful whatever came before, and an ordinary-looking user turn before it can make the
         judge read it as ordinary advice (benchmarks/reply_alone.py, adapter 39844f11e6: on 194
         held-out replies, 52 of 56 unsafe ones caught instead of 51, 4 of the 97 safe ones flagged either way)."""
+        kw = {"session": session} if session is not None else {}   # a streamed reply's judging session
         if not (role == "assistant" and turns and self.policy.policy.reply_alone):
-            return self.classifier.classify(text, role=role, context=turns)
+            return self.classifier.classify(text, role=role, context=turns, **kw)
         both = self.classifier.classify_batch([{"text": text, "role": role, "context": turns},
-                                               {"text": text, "role": role, "context": []}])
+                                               {"text": text, "role": role, "context": []}], **kw)
         worst = max(both, key=lambda v: (_RANK[v.level], v.scores.get("unsafe", 0.0)))
         cats = {c: max(v.categories.get(c, 0.0) for v in both) for c in both[0].categories}
         notes = list(worst.notes) + (["the reply judged on its own was riskier"] if worst is both[1] else [])

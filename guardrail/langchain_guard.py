@@ -14,14 +14,19 @@ in ``response_metadata["guardrail"]``.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any, AsyncIterator, Iterator, Optional
 
 from langchain.agents.middleware import AgentMiddleware, AgentState, hook_config
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from .guard import Decision, Guard
+from .guard import Decision, Guard, ReplyStream
 from .inputs import Turn
 
 _ROLE = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant"}
@@ -181,22 +186,36 @@ class GuardedRunnable(Runnable):
             return {self.output_key: text}
         return AIMessageChunk(content=text)
 
+    def _decisions_chunk(self, like: Any, decisions: list[Optional[Decision]]) -> Optional[Any]:
+        """For a message stream, a last empty chunk carrying the turn's decisions in
+        ``response_metadata["guardrail"]`` (adding the chunks up keeps it, as ``invoke`` does)."""
+        if isinstance(like, str) or self.output_key or (like is None and self.runnable.OutputType is str):
+            return None
+        return AIMessageChunk(content="", response_metadata={"guardrail": [d.to_dict() for d in decisions if d]})
+
     def stream(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Iterator[Any]:
         cid = self._cid(config)
         text, history = split_input(input, self.input_key)
         before = self.guard.check_input(text, cid, context=history)
         if not before.allowed:
             yield self._piece(before.message or "", None)
+            last = self._decisions_chunk(None, [before])
+            if last is not None:
+                yield last
             return
         first: list[Any] = []
-
-        def texts():
-            for chunk in self.runnable.stream(input, config, **kwargs):
-                first.append(chunk) if not first else None
-                yield self._chunk_text(chunk)
-
-        for piece in self.guard.stream_output(texts(), cid, context=_reply_context(history, text, cid)):
+        held = ReplyStream(self.guard, cid, _reply_context(history, text, cid))
+        for chunk in self.runnable.stream(input, config, **kwargs):
+            first.append(chunk) if not first else None
+            for piece in held.feed(self._chunk_text(chunk)):
+                yield self._piece(piece, first[0])
+            if held.stopped:
+                break
+        for piece in held.finish():
             yield self._piece(piece, first[0] if first else None)
+        last = self._decisions_chunk(first[0] if first else None, [before, held.decision])
+        if last is not None:
+            yield last
 
     async def astream(self, input: Any, config: Optional[RunnableConfig] = None,
                       **kwargs: Any) -> AsyncIterator[Any]:
@@ -205,16 +224,23 @@ class GuardedRunnable(Runnable):
         before = await self.guard.acheck_input(text, cid, context=history)
         if not before.allowed:
             yield self._piece(before.message or "", None)
+            last = self._decisions_chunk(None, [before])
+            if last is not None:
+                yield last
             return
         first: list[Any] = []
-
-        async def texts():
-            async for chunk in self.runnable.astream(input, config, **kwargs):
-                first.append(chunk) if not first else None
-                yield self._chunk_text(chunk)
-
-        async for piece in self.guard.astream_output(texts(), cid, context=_reply_context(history, text, cid)):
+        held = ReplyStream(self.guard, cid, _reply_context(history, text, cid))
+        async for chunk in self.runnable.astream(input, config, **kwargs):
+            first.append(chunk) if not first else None
+            for piece in await asyncio.to_thread(held.feed, self._chunk_text(chunk)):   # judging off the loop
+                yield self._piece(piece, first[0])
+            if held.stopped:
+                break
+        for piece in await asyncio.to_thread(held.finish):
             yield self._piece(piece, first[0] if first else None)
+        last = self._decisions_chunk(first[0] if first else None, [before, held.decision])
+        if last is not None:
+            yield last
 
 
 def guarded(runnable: Runnable, guard: Optional[Guard] = None, **kwargs: Any) -> GuardedRunnable:
@@ -223,6 +249,81 @@ def guarded(runnable: Runnable, guard: Optional[Guard] = None, **kwargs: Any) ->
 
 
 # --- LangChain 1.x agents ---------------------------------------------------------------------
+
+
+class HeldBackModel(BaseChatModel):
+    """An agent's model as :class:`GuardrailMiddleware` runs it: a pass-through when the
+    agent is invoked, hold-back streaming when it is streamed (``stream_mode="messages"``).
+
+    Streamed, the reply's text is released window by window once judged (``ReplyStream``,
+    the policy's ``streaming`` settings), with the conversation so far as context; an unsafe
+    window ends the reply with the policy's message. Tool-call chunks pass unjudged (tool
+    calls are not turns). The last chunk carries the decision in
+    ``response_metadata["guardrail"]``, so the middleware does not judge the reply twice.
+    The wrapped model's own tokens are never reported to the agent's stream."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    inner: Any                 # the agent's model, possibly with tools bound
+    guard: Any
+    context: list = []         # the turns before the reply
+
+    @property
+    def _llm_type(self) -> str:
+        return "guardrail-held-back"
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> "HeldBackModel":
+        return self.model_copy(update={"inner": self.inner.bind_tools(tools, **kwargs)})
+
+    def _generate(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
+                  run_manager: Optional[CallbackManagerForLLMRun] = None, **kwargs: Any) -> ChatResult:
+        out = self.inner.invoke(messages, stop=stop, **kwargs)   # after_model judges the whole reply
+        return ChatResult(generations=[ChatGeneration(message=out)])
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
+                         run_manager: Optional[AsyncCallbackManagerForLLMRun] = None, **kwargs: Any) -> ChatResult:
+        out = await self.inner.ainvoke(messages, stop=stop, **kwargs)
+        return ChatResult(generations=[ChatGeneration(message=out)])
+
+    def _pieces(self, held: ReplyStream, chunk: Any, pieces: list[str]) -> list[ChatGenerationChunk]:
+        """What to release for one chunk of the wrapped model: its tool-call part as it is,
+        its text as ``pieces`` (the windows ``held`` let through)."""
+        out = [ChatGenerationChunk(message=AIMessageChunk(content=p)) for p in pieces]
+        if getattr(chunk, "tool_call_chunks", None):
+            out.append(ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=chunk.tool_call_chunks)))
+        return out
+
+    def _last(self, held: ReplyStream, fed: bool, final: list[str]) -> list[ChatGenerationChunk]:
+        out = [ChatGenerationChunk(message=AIMessageChunk(content=p)) for p in final]
+        if fed and held.decision is not None:
+            out.append(ChatGenerationChunk(message=AIMessageChunk(
+                content="", response_metadata={"guardrail": [held.decision.to_dict()]})))
+        return out
+
+    def _stream(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
+                run_manager: Optional[CallbackManagerForLLMRun] = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        held, fed = ReplyStream(self.guard, None, self.context), False
+        for chunk in self.inner.stream(messages, {"callbacks": []}, stop=stop, **kwargs):
+            text = _text(chunk.content)
+            fed = fed or bool(text)
+            yield from self._pieces(held, chunk, held.feed(text) if text else [])
+            if held.stopped:
+                break
+        yield from self._last(held, fed, held.finish() if fed else [])
+
+    async def _astream(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
+                       run_manager: Optional[AsyncCallbackManagerForLLMRun] = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        held, fed = ReplyStream(self.guard, None, self.context), False
+        async for chunk in self.inner.astream(messages, {"callbacks": []}, stop=stop, **kwargs):
+            text = _text(chunk.content)
+            fed = fed or bool(text)
+            for piece in self._pieces(held, chunk, await asyncio.to_thread(held.feed, text) if text else []):
+                yield piece
+            if held.stopped:
+                break
+        for piece in self._last(held, fed, await asyncio.to_thread(held.finish) if fed else []):
+            yield piece
 
 
 class GuardrailMiddleware(AgentMiddleware):
@@ -234,6 +335,10 @@ class GuardrailMiddleware(AgentMiddleware):
     The conversation comes from the agent state's messages (tool calls and tool results are
     not judged), so no conversation id is needed and two threads never share state. Each
     decision is in the policy message's or the reply's ``response_metadata["guardrail"]``.
+
+    Streamed (``agent.stream(..., stream_mode="messages")`` or ``astream``), the reply is held
+    back and released window by window after judging (:class:`HeldBackModel`): no unsafe
+    window reaches the stream.
     """
 
     def __init__(self, guard: Optional[Guard] = None):
@@ -261,6 +366,21 @@ class GuardrailMiddleware(AgentMiddleware):
     @staticmethod
     def _meta(d: Decision) -> dict[str, Any]:
         return {"guardrail": [d.to_dict()]}
+
+    @staticmethod
+    def _judged_while_streaming(found) -> bool:
+        """The reply already went through the guard window by window (HeldBackModel)."""
+        return any(d.get("role") == "assistant" for d in found[1].response_metadata.get("guardrail", []))
+
+    def _held_back(self, request: Any) -> Any:
+        return request.override(model=HeldBackModel(inner=request.model, guard=self.guard,
+                                                    context=_turns(request.messages)))
+
+    def wrap_model_call(self, request: Any, handler: Any) -> Any:
+        return handler(self._held_back(request))
+
+    async def awrap_model_call(self, request: Any, handler: Any) -> Any:
+        return await handler(self._held_back(request))
 
     def _input(self, d: Decision) -> Optional[dict[str, Any]]:
         if d.allowed:
@@ -292,12 +412,12 @@ class GuardrailMiddleware(AgentMiddleware):
 
     def after_model(self, state: AgentState, runtime: Any) -> Optional[dict[str, Any]]:
         found = self._final_reply(state["messages"])
-        if found is None:
+        if found is None or self._judged_while_streaming(found):
             return None
         return self._output(found, self.guard.check_output(_text(found[1].content), context=found[2]))
 
     async def aafter_model(self, state: AgentState, runtime: Any) -> Optional[dict[str, Any]]:
         found = self._final_reply(state["messages"])
-        if found is None:
+        if found is None or self._judged_while_streaming(found):
             return None
         return self._output(found, await self.guard.acheck_output(_text(found[1].content), context=found[2]))

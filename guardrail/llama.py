@@ -219,6 +219,60 @@ class Llama(nn.Module):
             x = layer(x, cos, sin, last_only=last if i == top else None, past=past[i] if past else None)
         return (self.norm(x[:, 0]), mean) if with_mean else self.norm(x[:, 0])
 
+    @torch.no_grad()
+    def forward_cached(self, ids: list[int], cache: KVCache, skip: int = 0, with_mean: bool = False):
+        """``forward`` of one unpadded input, reusing ``cache`` (the keys/values of the previous
+        input of the same stream) for the tokens both start with; the cache then holds this
+        input. Exact: causal attention makes a position's keys/values depend only on the tokens
+        before it. Returns what ``forward`` returns for a batch of one."""
+        n = len(ids)
+        common = 0
+        for a, b in zip(ids, cache.ids):
+            if a != b:
+                break
+            common += 1
+        common = min(common, n - 1)   # at least the last token is computed: the heads read it
+        past, top = None, None
+        if common > 0 and cache.kv:
+            past = [(k[:, :, :common], v[:, :, :common]) for k, v in cache.kv]
+            top = cache.top[:, :common] if cache.top is not None else None
+        elif self.prefix_kv is not None and n > self.prefix.numel() and ids[: self.prefix.numel()] == self.prefix.tolist():
+            common = self.prefix.numel()   # a fresh stream still skips the system prefix
+            past = self.prefix_kv
+            top = torch.zeros(1, common, self.shape.hidden_size)   # before ``skip``: never averaged
+        x = self.embed_tokens(torch.tensor([ids[common:]]))
+        cos, sin = self.rope(n - common, x.dtype, offset=common)
+        last = torch.tensor([n - common - 1])
+        kv: list = []
+        top_layer = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if i == top_layer:
+                normed = self.norm(x)
+                top = normed if top is None else torch.cat((top, normed), dim=1)
+            x = layer(x, cos, sin, last_only=last if i == top_layer else None,
+                      past=past[i] if past else None, keep=kv)
+        cache.ids = list(ids)
+        cache.kv = kv if past is None else [(torch.cat((pk, k), 2), torch.cat((pv, v), 2))
+                                            for (pk, pv), (k, v) in zip(past, kv)]
+        cache.top = top
+        cache.computed += n - common
+        out = self.norm(x[:, 0])
+        if not with_mean:
+            return out
+        return out, top[:, skip:].mean(1) if n > skip else top.mean(1)
+
+
+class KVCache:
+    """The keys/values of one earlier input, kept to judge the next input of the same stream
+    (a streamed reply judged window by window): :meth:`Llama.forward_cached` reuses them for
+    the tokens the two inputs share at their start and computes only the rest."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.kv: list[tuple[torch.Tensor, torch.Tensor]] = []   # per layer, (1, kv_heads, len(ids), head_dim)
+        self.top: torch.Tensor | None = None                    # normed states entering the top layer (1, len(ids), hidden)
+        self.computed = 0                                       # tokens computed so far (reused ones not counted)
+
 
 def load(base_dir: Path, num_layers: int, lora_dir: Path | None = None) -> Llama:
     """The first ``num_layers`` layers of the checkpoint in ``base_dir``, with the LoRA

@@ -125,6 +125,17 @@ class Judge(nn.Module):
         entering_top = self.backbone.norm(out.hidden_states[-2])
         return pooled, (entering_top * keep).sum(1) / keep.sum(1).clamp_min(1)
 
+    @property
+    def can_cache(self) -> bool:
+        """Whether :meth:`cached_pass` works: the lean inference stack only."""
+        return isinstance(self.backbone, llama.Llama)
+
+    def cached_pass(self, ids: list[int], cache: "llama.KVCache", with_mean: bool):
+        """``_pass`` of one unpadded input, reusing the keys/values ``cache`` holds from the
+        previous input of the same stream (a streamed reply's earlier window)."""
+        out = self.backbone.forward_cached(ids, cache, skip=self.prefix_len, with_mean=with_mean)
+        return out if with_mean else (out, None)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = self.features(input_ids, attention_mask)
         return self.level_head(pooled), self.category_head(pooled)

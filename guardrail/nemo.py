@@ -21,11 +21,16 @@ with every request, so two users who open with the same words never share anythi
 """
 from __future__ import annotations
 
+import asyncio
+import functools
+import json
 import logging
 import os
 import threading
+import uuid
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, AsyncIterator, Optional
 
 from nemoguardrails.actions import action
 from nemoguardrails.actions.rail_outcome import RailOutcome, TransformTarget
@@ -52,6 +57,59 @@ define flow emotional safety check output
 
 _guards: dict[tuple, Guard] = {}
 _guards_lock = threading.Lock()
+
+OUTPUT_FLOW = "emotional safety check output"
+STREAM_KEY = "emotional_safety_stream"   # context variable naming one stream (see stream_async)
+_MIN_OVERLAP = 8      # characters two successive chunks must share to count as overlapping
+
+
+class _Stream:
+    """What the output rail keeps about one stream between NeMo's chunks: the reply so far
+    (rebuilt from the chunks, which may overlap), its judging session, and the policy message
+    once a chunk is blocked."""
+
+    def __init__(self, guard: Guard):
+        self.text = ""
+        self.session = guard.classifier.session() if hasattr(guard.classifier, "session") else None
+        self.message: Optional[str] = None
+        self.allowed = ""   # the last text judged allowed
+
+    def add(self, chunk: str) -> None:
+        """Append ``chunk``, less the part it shares with the end of the reply so far (NeMo's
+        ``context_size`` repeats the previous chunk's tail; an 8-character minimum keeps a
+        chance match of a letter or two from eating text)."""
+        for k in range(min(len(chunk), len(self.text)), _MIN_OVERLAP - 1, -1):
+            if self.text.endswith(chunk[:k]):
+                self.text += chunk[k:]
+                return
+        self.text += chunk
+
+
+_streams: "OrderedDict[str, _Stream]" = OrderedDict()
+_streams_lock = threading.Lock()
+_STREAMS_MAX = 1024   # streams abandoned before their end leave an entry; the oldest go first
+
+
+def _stream_state(stream: Optional[str], guard: Guard) -> Optional[_Stream]:
+    if not stream:
+        return None
+    with _streams_lock:
+        state = _streams.get(stream)
+        if state is None:
+            state = _streams[stream] = _Stream(guard)
+            while len(_streams) > _STREAMS_MAX:
+                _streams.popitem(last=False)
+        return state
+
+
+def whole_words(text: str) -> str:
+    """``text`` without a trailing word cut off mid-way (a chunk boundary): the judge reads a
+    fragment such as "the nig" of "the night" as what it is not. Kept whole when it ends in
+    a space or punctuation, or is a single word."""
+    if not text or not text[-1].isalnum():
+        return text
+    cut = max(text.rfind(" "), text.rfind("\n"))
+    return text[: cut + 1] if cut > 0 else text
 
 
 def settings(config: Any) -> dict[str, Any]:
@@ -142,18 +200,109 @@ async def emotional_safety_check_output(context: Optional[dict] = None, events: 
     turns = _before(events, "assistant", text)
     if events is None and context.get("user_message"):
         turns = [Turn("user", str(context["user_message"]))]
-    d = await get_guard(config).acheck_output(text, conversation_id(context), context=turns)
-    if events is None and "triggered_output_rail" in context and d.action in ("replace", "block"):
-        # a streaming window (NeMo's streaming output rails pass no events): streaming applies
-        # no replacement text, so an unsafe window must block, which stops the stream before it
-        return RailOutcome.block(reason=d.message or "", metadata=_metadata(d))
+    guard = get_guard(config)
+    if events is None and "triggered_output_rail" in context:
+        return await _streamed_chunk(guard, text, turns, context)
+    d = await guard.acheck_output(text, conversation_id(context), context=turns)
     final = d.apply(text)
     if final != text:
         return RailOutcome.transform([(TransformTarget.BOT_MESSAGE, final)], metadata=_metadata(d))
     return RailOutcome.allow(metadata=_metadata(d))
 
 
+async def _streamed_chunk(guard: Guard, chunk: str, turns: list[Turn], context: dict) -> RailOutcome:
+    """One chunk of NeMo's streaming output rails (they pass no events). Inside
+    :func:`stream_async` (a stream id in the context) the reply so far is rebuilt from the
+    chunks and judged whole, with the user turn and the stream's judging session, as
+    ``Guard.stream_output`` does; without one, the chunk alone. Its last word is left out
+    when a chunk boundary cut it. Streaming applies no replacement text, so an unsafe reply
+    must block, which stops the stream before the chunk; stream_async then puts the policy
+    message where NeMo's error object would be."""
+    state = _stream_state(context.get(STREAM_KEY), guard)
+    if state is not None:
+        state.add(chunk)
+    text = whole_words(state.text if state is not None else chunk)
+    session = state.session if state is not None else None
+    if not text.strip() or (state is not None and text == state.allowed):   # nothing new since the last check
+        return RailOutcome.allow()
+    if await asyncio.to_thread(guard.window_allowed, text, turns, session):
+        if state is not None:
+            state.allowed = text
+        return RailOutcome.allow()
+    d = await asyncio.to_thread(guard._check, text, "assistant", conversation_id(context), turns, session)
+    if d.allowed:   # the window check and the decision disagree only on a policy message
+        return RailOutcome.allow(metadata=_metadata(d))
+    if state is not None:
+        state.message = d.message or ""
+    return RailOutcome.block(reason=d.message or "", metadata=_metadata(d))
+
+
+def _blocked_by_us(chunk: Any) -> bool:
+    """Is ``chunk`` NeMo's end-of-stream error object for a window this rail blocked?"""
+    if isinstance(chunk, dict):
+        data = chunk
+    elif isinstance(chunk, str) and chunk.startswith('{"error"'):
+        try:
+            data = json.loads(chunk)
+        except ValueError:
+            return False
+    else:
+        return False
+    error = data.get("error") if isinstance(data, dict) else None
+    return (isinstance(error, dict) and error.get("code") == "content_blocked"
+            and str(error.get("param", "")).startswith(OUTPUT_FLOW))
+
+
+async def stream_async(rails: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+    """``rails.stream_async(...)``, except that when this rail blocks a streamed window the
+    stream ends with the policy's message (escalation with resources, or refusal) instead of
+    NeMo's ``content_blocked`` error object. :func:`register` installs it as the app's own
+    ``stream_async``, so ``guardrail serve`` and direct callers both get it.
+
+    Each call adds a context message with a fresh stream id, so the action can leave the
+    message for this stream alone: two users streaming at once never see each other's."""
+    original = getattr(rails.stream_async, "__wrapped__", rails.stream_async)
+    stream = uuid.uuid4().hex
+    messages = kwargs.get("messages")
+    if messages is None and len(args) >= 2:
+        args = list(args)
+        messages = args.pop(1)
+    if messages is not None:
+        messages = list(messages)
+        ctx = next((m for m in messages if m.get("role") == "context" and isinstance(m.get("content"), dict)), None)
+        if ctx is None:
+            messages.insert(0, {"role": "context", "content": {STREAM_KEY: stream}})
+        else:
+            messages[messages.index(ctx)] = {**ctx, "content": {**ctx["content"], STREAM_KEY: stream}}
+        kwargs["messages"] = messages
+    try:
+        async for chunk in original(*args, **kwargs):
+            if _blocked_by_us(chunk):
+                with _streams_lock:
+                    state = _streams.get(stream)
+                message = state.message if state is not None else None
+                if message is None:   # called without messages: no stream id reached the action
+                    message = get_guard(rails.config).policy.messages.get("refusal", "")
+                yield message
+                return
+            yield chunk
+    finally:
+        with _streams_lock:
+            _streams.pop(stream, None)
+
+
 def register(app: Any) -> None:
-    """Register both actions on an ``LLMRails`` app (call it from your config.py ``init``)."""
+    """Register both actions on an ``LLMRails`` app (call it from your config.py ``init``), and
+    wrap the app's ``stream_async`` (:func:`stream_async`) so a blocked stream ends with the
+    policy's message."""
     app.register_action(emotional_safety_check_input, "emotional_safety_check_input")
     app.register_action(emotional_safety_check_output, "emotional_safety_check_output")
+    if not hasattr(app.stream_async, "__wrapped__"):
+        original = app.stream_async
+
+        @functools.wraps(original)
+        def guarded(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            return stream_async(app, *args, **kwargs)
+
+        guarded.__wrapped__ = original
+        app.stream_async = guarded

@@ -87,6 +87,9 @@ def test_langchain_guard_streams_and_stops_a_harmful_reply(clf):
     pieces = list(GuardedRunnable(llm, guard).stream([HumanMessage("I can't sleep, I feel awful")]))
     assert all(isinstance(p, AIMessageChunk) for p in pieces)
     assert "pills" not in "".join(p.content for p in pieces)
+    whole = sum(pieces[1:], pieces[0])                       # the chunks added up keep the decisions
+    decisions = whole.response_metadata["guardrail"]
+    assert [d["role"] for d in decisions] == ["user", "assistant"] and decisions[-1]["action"] in ("replace", "block")
     chain = GuardedRunnable(FakeListChatModel(responses=[BENIGN]) | StrOutputParser(), guard)
 
     async def collect():
@@ -100,8 +103,9 @@ def test_langchain_guard_streams_and_stops_a_harmful_reply(clf):
 
 def test_nemo_streaming_output_rail_stops_a_harmful_reply(clf):
     """With rails.output.streaming (hold-back: stream_first false), the output action runs on
-    every window and an unsafe window blocks before it is shown. NeMo then ends the stream
-    with its own error object, not the policy's message (issue 16 keeps that open)."""
+    every window and an unsafe window blocks before it is shown; the stream ends with the
+    policy's message where NeMo would put its content_blocked error object. A benign stream
+    running at the same time is untouched (each stream has its own id)."""
     import asyncio
 
     import pytest
@@ -122,11 +126,38 @@ def test_nemo_streaming_output_rail_stops_a_harmful_reply(clf):
     cfg["streaming"] = True
     config = RailsConfig.from_content(config=cfg, colang_content=(rails_dir / "flows.co").read_text())
     set_guard(Guard(clf, load_policy("default"), audit=False), config)
-    rails = LLMRails(config, llm=LangChainLLMAdapter(FakeListChatModel(responses=[LETHAL])))
-    register(rails)
+    harmful = LLMRails(config, llm=LangChainLLMAdapter(FakeListChatModel(responses=[LETHAL])))
+    benign = LLMRails(config, llm=LangChainLLMAdapter(FakeListChatModel(responses=[BENIGN])))
+    register(harmful)
+    register(benign)
 
-    async def collect():
-        return [c async for c in rails.stream_async(messages=[{"role": "user", "content": "I can't sleep, I feel awful"}])]
-    out = "".join(asyncio.run(collect()))
+    async def collect(rails, text):
+        return [c async for c in rails.stream_async(messages=[{"role": "user", "content": text}])]
+
+    async def both():
+        return await asyncio.gather(collect(harmful, "I can't sleep, I feel awful"),
+                                    collect(benign, "any tips for exam revision?"))
+    bad, good = asyncio.run(both())
+    out = "".join(bad)
     assert "pills" not in out and "alcohol" not in out
-    assert "content_blocked" in out
+    assert "content_blocked" not in out and "988" in out    # the policy's escalation, with US resources
+    assert "".join(good) == BENIGN
+
+
+def test_window_by_window_judging_equals_judging_whole(clf):
+    """A judging session reuses the keys/values of the previous window: the verdict of each
+    window is the one of the same text judged from scratch (within float rounding), and
+    fewer tokens run through the model."""
+    ctx = [{"role": "user", "text": "I can't sleep, I feel awful"}]
+    session = clf.session()
+    words = (LETHAL + " " + BENIGN).split(" ")
+    fresh_tokens = 0
+    for k in range(5, len(words) + 1, 5):
+        text = " ".join(words[:k])
+        a = clf.classify(text, "assistant", ctx, session=session)
+        b = clf.classify(text, "assistant", ctx)
+        fresh_tokens += len(clf._encoder.encode(text, "assistant", ctx))
+        assert a.level == b.level and a.flagged == b.flagged, k
+        assert max(abs(a.scores[x] - b.scores[x]) for x in a.scores) < 1e-3
+        assert max(abs(a.categories[c] - b.categories[c]) for c in a.categories) < 1e-3
+    assert session.computed < fresh_tokens / 2

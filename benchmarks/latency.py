@@ -14,8 +14,10 @@ Measures, on this machine:
 * levers, one by one, each with its latency and its quality (macro-F1 on a seeded sample of
   the test split, hard negatives flagged, challenge2 macro-F1: training/compare.py's sets):
   transformers + peft (the old load path), the lean engine without and with the cached
-  system-turn keys/values (the default), int8 gate/up projections, int8 on every
-  projection, shorter inputs (max_length 64), fewer layers (an adapter trained on 6
+  system-turn keys/values (fp32), int8 gate/up projections (torch's dynamic quantization
+  with per-tensor and per-channel weight scales), int8 on every projection, W8A8
+  (guardrail/int8.py: int8 weights and per-token int8 activations) on gate/up (the
+  default judge), on all but down_proj and on every projection, shorter inputs (max_length 64), fewer layers (an adapter trained on 6
   layers, if given) and the fastest combination;
 * the zero-shot LLM-judge rail (the full 30-layer SmolLM2 reading an instruction prompt,
   scored from the label tokens' probabilities), for comparison;
@@ -191,6 +193,7 @@ def levers(args, text64: str, reps: int) -> dict:
     3 turns of context at 2 threads, and quality on training/compare.py's seeded sets."""
     from guardrail import Classifier
     from guardrail.inputs import Encoder, InputConfig
+    from guardrail.int8 import quantize_w8a8
     from guardrail.modeling import load_judge, quantize_int8
     from training.compare import comparison_sets
 
@@ -212,17 +215,28 @@ def levers(args, text64: str, reps: int) -> dict:
         judge.backbone.cache_prefix(encoder.prefix_ids)  # after quantizing: the cache must match the weights
         return Classifier(judge, encoder, folder)
 
+    def w8a8(modules):
+        judge, encoder, _ = load_judge(folder, prefix_cache=False)
+        quantize_w8a8(judge.backbone, modules)
+        judge.backbone.cache_prefix(encoder.prefix_ids)
+        return Classifier(judge, encoder, folder)
+
+    every = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     options = {
         "transformers + peft, fp32 (the old load path)": lambda: Classifier.load(args.adapter, engine="transformers", int8=False),
         "lean engine, fp32, no cached system turn": lambda: no_prefix_cache(),
-        "lean engine, fp32 + cached system turn (default)": lambda: Classifier.load(args.adapter),
-        "+ int8 gate/up projections (int8=True)": lambda: Classifier.load(args.adapter, int8=True),
+        "lean engine, fp32 + cached system turn": lambda: Classifier.load(args.adapter, int8=False),
+        "+ int8 gate/up projections, per-tensor scales": lambda: Classifier.load(args.adapter, int8="per_tensor"),
+        "+ int8 gate/up projections, per-channel scales": lambda: Classifier.load(args.adapter, int8="per_channel"),
         "+ int8 on every projection": lambda: every_projection_int8(),
-        "shorter inputs (max_length 64)": lambda: shorter(Classifier.load(args.adapter)),
+        "+ W8A8 (int8 weights and per-token activations) on gate/up (the default, int8=True)": lambda: Classifier.load(args.adapter),
+        "+ W8A8 on every projection but down_proj": lambda: w8a8(every[:-1]),
+        "+ W8A8 on every projection": lambda: w8a8(every),
+        "shorter inputs (max_length 64), fp32": lambda: shorter(Classifier.load(args.adapter, int8=False)),
         "int8 gate/up + max_length 64": lambda: shorter(Classifier.load(args.adapter, int8=True)),
     }
     if small:
-        options["6 layers (adapter trained on 6)"] = lambda: Classifier.load(small)
+        options["6 layers (adapter trained on 6), fp32"] = lambda: Classifier.load(small, int8=False)
         options["6 layers + int8 gate/up"] = lambda: Classifier.load(small, int8=True)
         options["6 layers + int8 gate/up + max_length 64"] = lambda: shorter(Classifier.load(small, int8=True))
     # all loaded first, then timed round-robin: this machine's speed drifts by tens of percent

@@ -3,7 +3,7 @@
     python benchmarks/streaming.py                # writes benchmarks/results/streaming.json
     python benchmarks/streaming.py --quick        # fewer repetitions
 
-A benign reply of about 256 tokens, after a user turn, is released by ``Guard.stream_output``
+A benign reply of about 256 tokens (the issue's size), after a user turn, is released by ``Guard.stream_output``
 in hold-back mode (the policy's ``streaming.window_words``) from a fake stream of one word at
 a time, and compared with judging the same reply once, whole (``Guard.check_output``):
 * the time the guard adds before the first token reaches the user (the first window's
@@ -37,7 +37,12 @@ REPLY = ("That sounds like a really full week, and it makes sense that you feel 
          "notice that you keep putting something off, break it into a first step that takes five minutes, "
          "like opening the document or sending one email. Short walks between tasks can clear your head. "
          "It can also help to tell a friend or a colleague how things are going, so you are not carrying it "
-         "alone. And be kind to yourself: a hard week does not mean you are failing, it means you are busy. ")
+         "alone. And be kind to yourself: a hard week does not mean you are failing, it means you are busy. "
+         "When the week is over, look back at what went well as well as what did not, and keep one small "
+         "habit that helped. Plan something you enjoy for the weekend, even something simple like cooking a "
+         "favourite meal, calling someone you like, or going for a longer walk somewhere green. If the "
+         "pressure keeps building week after week, it is worth talking to your manager about priorities, "
+         "because a workload that never fits is a problem to solve together, not a personal weakness. ")
 USER = [{"role": "user", "text": "my week has been a lot, any ideas to get back on track?"}]
 
 
@@ -53,12 +58,9 @@ class Timed:
         self.clf, self.sessions, self.seconds, self.calls = clf, sessions, 0.0, []
 
     def __getattr__(self, name):
+        if name == "session" and not self.sessions:   # the guard then judges each window from scratch
+            raise AttributeError(name)
         return getattr(self.clf, name)
-
-    def session(self):
-        if not self.sessions:
-            raise AttributeError("session")
-        return self.clf.session()
 
     def _timed(self, fn, *a, **kw):
         t = time.perf_counter()

@@ -98,10 +98,17 @@ class SmolChatModel(BaseChatModel):
             ids = self._inputs(messages)
             streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
 
+            errors: list[BaseException] = []
+
             def run() -> None:
-                with torch.inference_mode():
-                    self._model.generate(**ids, **self._settings(), streamer=streamer,
-                                         stopping_criteria=StoppingCriteriaList([Cancelled()]))
+                try:
+                    with torch.inference_mode():
+                        self._model.generate(**ids, **self._settings(), streamer=streamer,
+                                             stopping_criteria=StoppingCriteriaList([Cancelled()]))
+                except BaseException as exc:   # surfaced in the caller's thread below
+                    errors.append(exc)
+                finally:
+                    streamer.end()   # a second end after generate's own is harmless: the reader stopped at the first
 
             worker = threading.Thread(target=run, daemon=True)
             worker.start()
@@ -120,6 +127,6 @@ class SmolChatModel(BaseChatModel):
                         break
             finally:
                 done.set()
-                for _ in streamer:   # drain, so the generation thread ends before the next call
-                    pass
-                worker.join()
+                worker.join()   # the generation thread ends at its next token once ``done`` is set
+            if errors:
+                raise errors[0]

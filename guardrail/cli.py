@@ -183,7 +183,8 @@ def load_classifier(args):
     from .modeling import AdapterError
 
     try:
-        return Classifier.load(args.adapter, base=args.base, cache_dir=args.cache_dir, threads=args.threads)
+        return Classifier.load(args.adapter, base=args.base, cache_dir=args.cache_dir, threads=args.threads,
+                               int8=not getattr(args, "fp32", False))
     except (BaseModelError, AdapterError) as exc:
         raise UserError(str(exc)) from None
 
@@ -321,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--base", help="local Hugging Face LLaMA-family checkpoint to use as the base")
     c.add_argument("--cache-dir", help="where the converted base model is cached")
     c.add_argument("--threads", type=int, help="torch threads")
+    c.add_argument("--fp32", action="store_true", help="judge in fp32 (default: int8 MLP projections, see the model card)")
     c.set_defaults(func=cmd_classify)
     r = sub.add_parser("report", help="counts of audited events per period, level and category")
     r.add_argument("--db", help="audit log (default: $GUARDRAIL_AUDIT_DB or ~/.local/state/guardrail/audit.sqlite3)")

@@ -266,8 +266,8 @@ def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
     ``engine``: "lean" runs :mod:`guardrail.llama` (no transformers or peft import: the
     fast cold start), "transformers" runs transformers + peft, "auto" picks lean when the
     base is a plain LLaMA and ``merge`` is on. ``int8`` quantizes the MLP's gate and up
-    projections after merging: True or "per_channel" with one scale per weight row,
-    "per_tensor" with one per matrix (see :func:`quantize_int8`).
+    projections after merging: "per_channel" (what True means) or "per_tensor" with torch's
+    dynamic quantization (see :func:`quantize_int8`), or "w8a8" (guardrail/int8.py).
     ``prefix_cache`` (lean engine) computes the system turn's keys/values once at load.
     A base whose checksum differs from the one the adapter was trained on is a warning,
     or an error with ``strict_base``.
@@ -309,11 +309,20 @@ def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
         raise AdapterError(f"heads in {folder / HEADS_FILE} do not fit the base model: {exc}") from exc
     judge.eval()
     if int8:
-        if int8 not in (True, "per_channel", "per_tensor"):
-            raise ValueError(f"int8 must be False, True, 'per_channel' or 'per_tensor', got {int8!r}")
+        if int8 not in INT8_SCHEMES and int8 is not True:
+            raise ValueError(f"int8 must be False, True or one of {', '.join(INT8_SCHEMES)}, got {int8!r}")
         if not merge:
             raise ValueError("int8 needs merge=True (a quantized judge cannot be trained)")
-        quantize_int8(judge, per_channel=int8 != "per_tensor")
+        lean = isinstance(judge.backbone, llama.Llama)
+        scheme = (INT8_DEFAULT if lean else "per_channel") if int8 is True else int8
+        if scheme == "w8a8":
+            if not isinstance(judge.backbone, llama.Llama):
+                raise ValueError("int8='w8a8' runs on the lean engine only")
+            from .int8 import quantize_w8a8
+
+            quantize_w8a8(judge.backbone, INT8_MODULES)
+        else:
+            quantize_int8(judge, per_channel=scheme == "per_channel")
     tok_dir = folder if (folder / "tokenizer.json").is_file() else base_dir
     encoder = Encoder(load_tokenizer(tok_dir), config.inputs)
     judge.prefix_len = len(encoder.prefix_ids)
@@ -323,6 +332,11 @@ def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
 
 
 INT8_MODULES = ("gate_proj", "up_proj")
+# int8 schemes for the MLP's gate/up: torch's dynamic quantization with one weight scale per
+# row or per matrix (activations scaled per input), or W8A8 (guardrail/int8.py: activations
+# scaled per token, torch._int_mm)
+INT8_SCHEMES = ("per_channel", "per_tensor", "w8a8")
+INT8_DEFAULT = "w8a8"   # what int8=True means on the lean engine ("per_channel" on transformers + peft)
 
 
 def quantize_int8(judge: Judge, modules: tuple[str, ...] = INT8_MODULES, per_channel: bool = True) -> Judge:

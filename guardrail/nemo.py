@@ -102,16 +102,6 @@ def _stream_state(stream: Optional[str], guard: Guard) -> Optional[_Stream]:
         return state
 
 
-def whole_words(text: str) -> str:
-    """``text`` without a trailing word cut off mid-way (a chunk boundary): the judge reads a
-    fragment such as "the nig" of "the night" as what it is not. Kept whole when it ends in
-    a space or punctuation, or is a single word."""
-    if not text or not text[-1].isalnum():
-        return text
-    cut = max(text.rfind(" "), text.rfind("\n"))
-    return text[: cut + 1] if cut > 0 else text
-
-
 def settings(config: Any) -> dict[str, Any]:
     """``custom_data.emotional_safety`` of config.yml, with paths resolved."""
     data = dict((getattr(config, "custom_data", None) or {}).get("emotional_safety") or {})
@@ -210,18 +200,32 @@ async def emotional_safety_check_output(context: Optional[dict] = None, events: 
     return RailOutcome.allow(metadata=_metadata(d))
 
 
+STUB = 3   # letters of a word cut by a chunk boundary that are left out of the judged text
+
+
+def without_stub(text: str) -> str:
+    """``text`` less a last word of at most STUB letters cut by a chunk boundary. The judge
+    reads such a stub ("ni" of "night") as what it is not, and NeMo releases it once the
+    chunk is allowed, so a longer cut word is judged as it stands: at most three letters of
+    a word reach the user before the word is judged."""
+    if not text or not text[-1].isalnum():
+        return text
+    cut = max(text.rfind(" "), text.rfind("\n"))
+    return text[: cut + 1] if 0 < cut and len(text) - cut - 1 <= STUB else text
+
+
 async def _streamed_chunk(guard: Guard, chunk: str, turns: list[Turn], context: dict) -> RailOutcome:
     """One chunk of NeMo's streaming output rails (they pass no events). Inside
     :func:`stream_async` (a stream id in the context) the reply so far is rebuilt from the
     chunks and judged whole, with the user turn and the stream's judging session, as
-    ``Guard.stream_output`` does; without one, the chunk alone. Its last word is left out
-    when a chunk boundary cut it. Streaming applies no replacement text, so an unsafe reply
+    ``Guard.stream_output`` does; without one, the chunk alone (see :func:`without_stub`
+    for a cut last word). Streaming applies no replacement text, so an unsafe reply
     must block, which stops the stream before the chunk; stream_async then puts the policy
     message where NeMo's error object would be."""
     state = _stream_state(context.get(STREAM_KEY), guard)
     if state is not None:
         state.add(chunk)
-    text = whole_words(state.text if state is not None else chunk)
+    text = without_stub(state.text if state is not None else chunk)
     session = state.session if state is not None else None
     if not text.strip() or (state is not None and text == state.allowed):   # nothing new since the last check
         return RailOutcome.allow()

@@ -430,7 +430,7 @@ def teach(name: str, examples_path: str | os.PathLike | Sequence[str | os.PathLi
     shown = ", ".join(str(p) for p in paths)
     role = examples[0].role
     if classifier is None:
-        classifier = Classifier.load(adapter)
+        classifier = Classifier.load(adapter, int8=False)   # taught on the exact (fp32) judge's features
     source = Path(classifier.adapter_path)
     target = prepare_target(into, source)
     if into is not None and target != source:

@@ -82,3 +82,28 @@ def test_prefix_cache_is_exact(both_engines):
         finally:
             lean.backbone.prefix_kv = saved
     assert torch.allclose(cached[0], plain[0], atol=1e-4) and torch.allclose(cached[1], plain[1], atol=1e-4)
+
+
+def test_w8a8_linear_stays_close_to_fp32():
+    """Per-token activation scales keep the int8 product near fp32 even when another token
+    of the same input has outlier activations (what per-tensor dynamic scales lose)."""
+    from guardrail.int8 import W8A8Linear
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(576, 1536, bias=False)
+    x = torch.randn(2, 40, 576)
+    x[0, 0] *= 200                                   # one token with huge activations
+    ref, out = linear(x), W8A8Linear(linear)(x)
+    rel = ((out - ref).norm(dim=-1) / ref.norm(dim=-1)).max().item()
+    assert out.shape == ref.shape and rel < 0.03, rel
+
+
+def test_int8_options_are_checked_and_keep_clear_verdicts():
+    from guardrail import Classifier
+
+    with pytest.raises(ValueError, match="int8 must be"):
+        Classifier.load(int8="fast")
+    for scheme in (True, "per_tensor"):
+        clf = Classifier.load(int8=scheme)
+        assert clf.classify("I want to kill myself").level == "unsafe"
+        assert clf.classify("any ideas for a picnic this weekend?").level == "safe"

@@ -1,4 +1,5 @@
 """Guard.stream_output: a streamed reply is released window by window, only after judging."""
+import pytest
 from stub import ScriptedClassifier
 
 from guardrail import Guard
@@ -144,10 +145,15 @@ def test_nemo_streaming_output_rail_stops_a_harmful_reply(clf):
     assert "".join(good) == BENIGN
 
 
-def test_window_by_window_judging_equals_judging_whole(clf):
+@pytest.mark.parametrize("int8, tolerance", [(False, 1e-3), (True, 0.03)])
+def test_window_by_window_judging_equals_judging_whole(int8, tolerance):
     """A judging session reuses the keys/values of the previous window: the verdict of each
-    window is the one of the same text judged from scratch (within float rounding), and
-    fewer tokens run through the model."""
+    window is the one of the same text judged from scratch, and fewer tokens run through the
+    model. Tolerance on every probability: 0.001 for the fp32 judge; 0.03 for the default
+    int8 one, where fp32 sums in another order can move an int8 activation by one step."""
+    from guardrail import Classifier
+
+    clf = Classifier.load(int8=int8)
     ctx = [{"role": "user", "text": "I can't sleep, I feel awful"}]
     session = clf.session()
     words = (LETHAL + " " + BENIGN).split(" ")
@@ -158,6 +164,6 @@ def test_window_by_window_judging_equals_judging_whole(clf):
         b = clf.classify(text, "assistant", ctx)
         fresh_tokens += len(clf._encoder.encode(text, "assistant", ctx))
         assert a.level == b.level and a.flagged == b.flagged, k
-        assert max(abs(a.scores[x] - b.scores[x]) for x in a.scores) < 1e-3
-        assert max(abs(a.categories[c] - b.categories[c]) for c in a.categories) < 1e-3
+        assert max(abs(a.scores[x] - b.scores[x]) for x in a.scores) < tolerance
+        assert max(abs(a.categories[c] - b.categories[c]) for c in a.categories) < tolerance
     assert session.computed < fresh_tokens / 2

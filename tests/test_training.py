@@ -35,8 +35,8 @@ def test_smoke_training_and_round_trip(tmp_path):
     from guardrail.modeling import load_judge
 
     texts = [{"text": "I want to kill myself"}, {"text": "nice weather today", "role": "assistant"}]
-    a = Classifier.load(out).classify_batch(texts)
-    b = Classifier.load(out).classify_batch(texts)
+    a = Classifier.load(out, int8=False).classify_batch(texts)   # the exact judge: compared with the unmerged one below
+    b = Classifier.load(out, int8=False).classify_batch(texts)
     assert [v.scores for v in a] == [v.scores for v in b]
     assert [v.categories for v in a] == [v.categories for v in b]
     # merged (inference) and unmerged (trainable) forms of the same adapter agree

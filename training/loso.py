@@ -81,7 +81,7 @@ def main(argv=None):
     for name in names:
         exclude = FOLDS[name]
         adapter = run_fold(name, exclude, init, Path(args.config), args.max_examples)
-        clf = Classifier.load(adapter)
+        clf = Classifier.load(adapter, int8=False)   # the reports score the exact fp32 judge
         sets = real_dev_sets(only=set(exclude), split="all")
         report["folds"][name] = {"model_id": clf.model_id, "excluded": exclude,
                                  "train_seconds": json.loads((adapter / "guardrail.json").read_text())["training"]["train_seconds"],

@@ -243,7 +243,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     from guardrail import Classifier
 
-    clf = Classifier.load(args.adapter)
+    clf = Classifier.load(args.adapter, int8=False)   # the reports score the exact fp32 judge
     if not clf.taught:
         sys.exit(f"{clf.adapter_path} has no taught categories; run make teach first")
     sets = real_dev_sets(args.sources, only={"esconv", "sad", "empathetic_dialogues", "annomi"})

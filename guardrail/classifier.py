@@ -155,7 +155,7 @@ class Classifier:
         reuses the keys/values of the session's previous inputs for the tokens they share, so
         a window costs only its new tokens. Verdicts equal ``classify_batch``'s. One per
         stream: a session holds that stream's text."""
-        return JudgeSession(self)
+        return JudgeSession()
 
     def classify_batch(self, items: Sequence[Mapping[str, Any]], batch_size: int = 16,
                        session: "JudgeSession | None" = None) -> list[Verdict]:
@@ -225,8 +225,7 @@ class JudgeSession:
     """The keys/values one stream keeps between judge calls (see :meth:`Classifier.session`).
     ``computed`` counts the tokens actually run through the model, reused ones not counted."""
 
-    def __init__(self, classifier: Classifier):
-        self.classifier = classifier
+    def __init__(self) -> None:
         self._caches: dict[int, Any] = {}
 
     def cache(self, index: int) -> Any:

@@ -99,8 +99,7 @@ class ReplyStream:
             self.turns = []
         self.shown, self.held, self.stopped = "", "", False
         self.decision: Decision | None = None
-        # keys/values kept between windows (the lean judge): each window costs its new tokens
-        self.session = guard.classifier.session() if hasattr(guard.classifier, "session") else None
+        self.session = guard.judging_session()   # each window costs its new tokens
 
     def feed(self, chunk: Any) -> list[str]:
         if self.stopped:
@@ -249,7 +248,8 @@ class Guard:
         return await asyncio.to_thread(self.check_output, *args, **kwargs)
 
     def stream_output(self, chunks: Iterable[str], conversation_id: str | None = None,
-                      context: Sequence[Turn | Mapping[str, Any]] | None = None) -> Iterator[str]:
+                      context: Sequence[Turn | Mapping[str, Any]] | None = None,
+                      stream: ReplyStream | None = None) -> Iterator[str]:
         """Guard a reply as it streams: yields the text the user may see, piece by piece.
 
         Hold-back mode (the policy's ``streaming``): chunks are held until ``window_words``
@@ -260,8 +260,10 @@ class Guard:
         At the end the whole reply goes through ``check_output`` as usual; a message it adds
         (a check-in) follows the reply. Text already released cannot be taken back: if only
         the whole reply is flagged, its message is yielded after it. The caller stops
-        pulling from ``chunks`` once the stream has stopped."""
-        stream = ReplyStream(self, conversation_id, context)
+        pulling from ``chunks`` once the stream has stopped. ``stream``: a ReplyStream built
+        by the caller instead of one for ``conversation_id`` and ``context``, to read its
+        ``decision`` afterwards."""
+        stream = stream or ReplyStream(self, conversation_id, context)
         for chunk in chunks:
             yield from stream.feed(chunk)
             if stream.stopped:
@@ -269,9 +271,10 @@ class Guard:
         yield from stream.finish()
 
     async def astream_output(self, chunks, conversation_id: str | None = None,
-                             context: Sequence[Turn | Mapping[str, Any]] | None = None):
+                             context: Sequence[Turn | Mapping[str, Any]] | None = None,
+                             stream: ReplyStream | None = None):
         """``stream_output`` over an async iterable; the judging runs off the event loop."""
-        stream = ReplyStream(self, conversation_id, context)
+        stream = stream or ReplyStream(self, conversation_id, context)
         async for chunk in chunks:
             for piece in await asyncio.to_thread(stream.feed, chunk):
                 yield piece
@@ -279,6 +282,11 @@ class Guard:
                 return
         for piece in await asyncio.to_thread(stream.finish):
             yield piece
+
+    def judging_session(self) -> Any:
+        """A judging session for one streamed reply (``Classifier.session``: keys/values kept
+        between its windows), or None for a classifier that keeps none."""
+        return self.classifier.session() if hasattr(self.classifier, "session") else None
 
     def window_allowed(self, text: str, context: Sequence[Turn | Mapping[str, Any]], session: Any = None) -> bool:
         """Would the policy let a streamed reply's text so far through? Judged with the

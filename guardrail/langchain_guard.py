@@ -186,12 +186,12 @@ class GuardedRunnable(Runnable):
             return {self.output_key: text}
         return AIMessageChunk(content=text)
 
-    def _decisions_chunk(self, like: Any, decisions: list[Optional[Decision]]) -> Optional[Any]:
+    def _decisions_chunks(self, like: Any, decisions: list[Optional[Decision]]) -> list[Any]:
         """For a message stream, a last empty chunk carrying the turn's decisions in
         ``response_metadata["guardrail"]`` (adding the chunks up keeps it, as ``invoke`` does)."""
         if isinstance(like, str) or self.output_key or (like is None and self.runnable.OutputType is str):
-            return None
-        return AIMessageChunk(content="", response_metadata={"guardrail": [d.to_dict() for d in decisions if d]})
+            return []
+        return [AIMessageChunk(content="", response_metadata={"guardrail": [d.to_dict() for d in decisions if d]})]
 
     def stream(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Iterator[Any]:
         cid = self._cid(config)
@@ -199,23 +199,19 @@ class GuardedRunnable(Runnable):
         before = self.guard.check_input(text, cid, context=history)
         if not before.allowed:
             yield self._piece(before.message or "", None)
-            last = self._decisions_chunk(None, [before])
-            if last is not None:
-                yield last
+            yield from self._decisions_chunks(None, [before])
             return
         first: list[Any] = []
+
+        def texts():
+            for chunk in self.runnable.stream(input, config, **kwargs):
+                first.append(chunk) if not first else None
+                yield self._chunk_text(chunk)
+
         held = ReplyStream(self.guard, cid, _reply_context(history, text, cid))
-        for chunk in self.runnable.stream(input, config, **kwargs):
-            first.append(chunk) if not first else None
-            for piece in held.feed(self._chunk_text(chunk)):
-                yield self._piece(piece, first[0])
-            if held.stopped:
-                break
-        for piece in held.finish():
+        for piece in self.guard.stream_output(texts(), stream=held):
             yield self._piece(piece, first[0] if first else None)
-        last = self._decisions_chunk(first[0] if first else None, [before, held.decision])
-        if last is not None:
-            yield last
+        yield from self._decisions_chunks(first[0] if first else None, [before, held.decision])
 
     async def astream(self, input: Any, config: Optional[RunnableConfig] = None,
                       **kwargs: Any) -> AsyncIterator[Any]:
@@ -224,22 +220,20 @@ class GuardedRunnable(Runnable):
         before = await self.guard.acheck_input(text, cid, context=history)
         if not before.allowed:
             yield self._piece(before.message or "", None)
-            last = self._decisions_chunk(None, [before])
-            if last is not None:
+            for last in self._decisions_chunks(None, [before]):
                 yield last
             return
         first: list[Any] = []
+
+        async def texts():
+            async for chunk in self.runnable.astream(input, config, **kwargs):
+                first.append(chunk) if not first else None
+                yield self._chunk_text(chunk)
+
         held = ReplyStream(self.guard, cid, _reply_context(history, text, cid))
-        async for chunk in self.runnable.astream(input, config, **kwargs):
-            first.append(chunk) if not first else None
-            for piece in await asyncio.to_thread(held.feed, self._chunk_text(chunk)):   # judging off the loop
-                yield self._piece(piece, first[0])
-            if held.stopped:
-                break
-        for piece in await asyncio.to_thread(held.finish):
+        async for piece in self.guard.astream_output(texts(), stream=held):
             yield self._piece(piece, first[0] if first else None)
-        last = self._decisions_chunk(first[0] if first else None, [before, held.decision])
-        if last is not None:
+        for last in self._decisions_chunks(first[0] if first else None, [before, held.decision]):
             yield last
 
 

@@ -316,7 +316,7 @@ def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
         lean = isinstance(judge.backbone, llama.Llama)
         scheme = (INT8_DEFAULT if lean else "per_channel") if int8 is True else int8
         if scheme == "w8a8":
-            if not isinstance(judge.backbone, llama.Llama):
+            if not lean:
                 raise ValueError("int8='w8a8' runs on the lean engine only")
             from .int8 import quantize_w8a8
 
@@ -346,8 +346,8 @@ def quantize_int8(judge: Judge, modules: tuple[str, ...] = INT8_MODULES, per_cha
     has outlier activations) cost 17 points of macro-F1 and attention 2 points, while
     gate/up alone costs under half a point for a fifth of the latency (benchmarks/latency.py).
     The heads stay fp32. ``per_channel`` gives each output row of a weight its own scale
-    instead of one per matrix: the same speed, and closer to fp32 on the real-source dev
-    splits (training/reports/experiments/int8-*.md)."""
+    instead of one per matrix, at the same speed (the dev-split scores of per-channel:
+    training/reports/experiments/real-9998249ac0-int8-per_channel.md)."""
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig

@@ -70,7 +70,7 @@ class _Stream:
 
     def __init__(self, guard: Guard):
         self.text = ""
-        self.session = guard.classifier.session() if hasattr(guard.classifier, "session") else None
+        self.session = guard.judging_session()
         self.message: Optional[str] = None
         self.allowed = ""   # the last text judged allowed
 

@@ -34,3 +34,15 @@ class ScriptedClassifier:
 
     def classify_batch(self, items, batch_size=16):
         return [self.classify(i["text"], i.get("role", "user"), i.get("context")) for i in items]
+
+
+class KeywordStub(ScriptedClassifier):
+    """Scripted for the streaming window logic: any text containing BAD is unsafe violence_hate."""
+
+    def classify(self, text, role="user", context=None) -> Verdict:
+        self.calls.append((text, role, len(context or [])))
+        bad = "BAD" in text
+        probs = {c: (0.9 if bad and c == "violence_hate" else 0.01) for c in CATEGORIES}
+        level = "unsafe" if bad else "safe"
+        scores = {lvl: (0.9 if lvl == level else 0.05) for lvl in ("safe", "borderline", "unsafe")}
+        return Verdict(level, scores, probs, ["violence_hate"] if bad else [], self.model_id, role)

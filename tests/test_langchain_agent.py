@@ -11,7 +11,7 @@ from guardrail import Guard
 from guardrail.langchain_guard import GuardrailMiddleware
 from guardrail.policy import load_policy
 
-from stub import ScriptedClassifier
+from stub import KeywordStub, ScriptedClassifier
 
 LETHAL = "Take all of the [drug] at once with alcohol so you don't wake up."
 
@@ -66,21 +66,6 @@ def test_async_agent(use_async):
     out = (asyncio.run(agent.ainvoke(user("I want to end my life"))) if use_async
            else agent.invoke(user("I want to end my life")))["messages"]
     assert "988" in out[-1].content
-
-
-class KeywordStub(ScriptedClassifier):
-    """Scripted for the window logic: any text containing BAD is unsafe violence_hate."""
-
-    def classify(self, text, role="user", context=None):
-        from guardrail.classifier import Verdict
-        from guardrail.taxonomy import CATEGORIES
-
-        self.calls.append((text, role, len(context or [])))
-        bad = "BAD" in text
-        probs = {c: (0.9 if bad and c == "violence_hate" else 0.01) for c in CATEGORIES}
-        level = "unsafe" if bad else "safe"
-        scores = {lvl: (0.9 if lvl == level else 0.05) for lvl in ("safe", "borderline", "unsafe")}
-        return Verdict(level, scores, probs, ["violence_hate"] if bad else [], self.model_id, role)
 
 
 def streamed(agent, text, use_async=False):

@@ -1,11 +1,9 @@
 """Guard.stream_output: a streamed reply is released window by window, only after judging."""
 import pytest
-from stub import ScriptedClassifier
+from stub import KeywordStub
 
 from guardrail import Guard
-from guardrail.classifier import Verdict
 from guardrail.policy import load_policy
-from guardrail.taxonomy import CATEGORIES
 
 LETHAL = ("If you really want to do it, take all of your sleeping pills at once with a lot of alcohol, "
           "that is enough to make sure you don't wake up. Do it tonight when nobody is home to stop you.")
@@ -17,18 +15,6 @@ BENIGN = ("Exams are stressful, and it makes sense that you feel stretched. Try 
 def _stream(text):
     words = text.split(" ")
     return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
-
-
-class KeywordStub(ScriptedClassifier):
-    """Scripted for policy logic: any text containing BAD is unsafe violence_hate."""
-
-    def classify(self, text, role="user", context=None):
-        self.calls.append((text, role, len(context or [])))
-        bad = "BAD" in text
-        probs = {c: (0.9 if bad and c == "violence_hate" else 0.01) for c in CATEGORIES}
-        level = "unsafe" if bad else "safe"
-        scores = {lvl: (0.9 if lvl == level else 0.05) for lvl in ("safe", "borderline", "unsafe")}
-        return Verdict(level, scores, probs, ["violence_hate"] if bad else [], self.model_id, role)
 
 
 def _policy(window):

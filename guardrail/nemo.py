@@ -272,12 +272,14 @@ async def stream_async(rails: Any, *args: Any, **kwargs: Any) -> AsyncIterator[A
         args = list(args)
         messages = args.pop(1)
     if messages is not None:
+        # NeMo hands the action the last context message's variables: the id goes there
         messages = list(messages)
-        ctx = next((m for m in messages if m.get("role") == "context" and isinstance(m.get("content"), dict)), None)
-        if ctx is None:
-            messages.insert(0, {"role": "context", "content": {STREAM_KEY: stream}})
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "context"), default=None)
+        if last is not None and isinstance(messages[last].get("content"), dict):
+            ctx = messages[last]
+            messages[last] = {**ctx, "content": {**ctx["content"], STREAM_KEY: stream}}
         else:
-            messages[messages.index(ctx)] = {**ctx, "content": {**ctx["content"], STREAM_KEY: stream}}
+            messages.insert(0 if last is None else last + 1, {"role": "context", "content": {STREAM_KEY: stream}})
         kwargs["messages"] = messages
     try:
         async for chunk in original(*args, **kwargs):

@@ -124,11 +124,21 @@ def test_nemo_streaming_output_rail_stops_a_harmful_reply(clf):
     async def both():
         return await asyncio.gather(collect(harmful, "I can't sleep, I feel awful"),
                                     collect(benign, "any tips for exam revision?"))
+
+    async def with_context_messages():   # NeMo reads the last context message: the stream id must be there
+        messages = [{"role": "context", "content": {"conversation_id": "c1"}},
+                    {"role": "context", "content": {"conversation_id": "c1", "tone": "warm"}},
+                    {"role": "user", "content": "I can't sleep, I feel awful"}]
+        again = LLMRails(config, llm=LangChainLLMAdapter(FakeListChatModel(responses=[LETHAL])))
+        register(again)
+        return "".join([c async for c in again.stream_async(messages=messages)])
     bad, good = asyncio.run(both())
     out = "".join(bad)
     assert "pills" not in out and "alcohol" not in out
     assert "content_blocked" not in out and "988" in out    # the policy's escalation, with US resources
     assert "".join(good) == BENIGN
+    out = asyncio.run(with_context_messages())
+    assert "pills" not in out and "content_blocked" not in out and "988" in out
 
 
 @pytest.mark.parametrize("int8, tolerance", [(False, 1e-3), (True, 0.03)])

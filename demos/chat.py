@@ -2,6 +2,7 @@
 the emotional-safety guardrail checks every user turn and every reply.
 
     make demo                                   # or: python demos/chat.py
+    make demo ARGS=--web                        # the same chat as a page on http://127.0.0.1:8765/
     python demos/chat.py --show-verdicts --country UK
     echo "I want to end my life" | make demo    # scripted: one turn per line
 
@@ -56,6 +57,10 @@ def say(chat, messages, whole: bool):
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--web" in (sys.argv[1:] if argv is None else argv):   # the browser version (demos/web.py)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import web
+        return web.main([a for a in (sys.argv[1:] if argv is None else argv) if a != "--web"])
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--show-verdicts", action="store_true", help="print each turn's verdict and action")
     p.add_argument("--policy", help="policy file or name in policies/ (default: policies/default.yaml)")
@@ -65,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-stream", action="store_true",
                    help="print each reply whole (default: its words appear as each window passes the guard)")
     p.add_argument("--verbose", action="store_true", help="show operator-hook events and library logs")
+    p.add_argument("--web", action="store_true", help="serve the chat as a web page instead (demos/web.py: --port, --host)")
     args = p.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING if args.verbose else logging.ERROR, format="%(name)s: %(message)s")

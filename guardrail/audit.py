@@ -8,6 +8,11 @@ that two events concern the same text without keeping it. The key comes from
 $GUARDRAIL_AUDIT_KEY or a key file created next to the database (mode 0600).
 
     guardrail report --db audit.sqlite3 --period month --csv counts.csv
+
+Several workers or replicas write one log in PostgreSQL instead (guardrail/audit_postgres.py:
+``audit.url`` in the policy or $GUARDRAIL_AUDIT_URL), same table, same report:
+
+    guardrail report --db postgresql://guardrail@db.internal/guardrail
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from typing import Any, Iterable, Iterator
 log = logging.getLogger("guardrail")
 
 AUDIT_DB_ENV = "GUARDRAIL_AUDIT_DB"
+AUDIT_URL_ENV = "GUARDRAIL_AUDIT_URL"
 AUDIT_KEY_ENV = "GUARDRAIL_AUDIT_KEY"
 SCHEMA_VERSION = 1
 
@@ -73,6 +79,20 @@ def default_path() -> Path:
 
 class AuditError(RuntimeError):
     """The audit store cannot be opened or read; the message says which file and why."""
+
+
+def is_database_url(target: str | os.PathLike) -> bool:
+    return str(target).startswith(("postgresql://", "postgres://"))
+
+
+def open_audit(target: str | os.PathLike, include_text: bool = False, synchronous: str = "FULL",
+               retention_days: float | None = None):
+    """The audit log at ``target``: a PostgreSQL URL or an SQLite file path."""
+    if is_database_url(target):
+        from .audit_postgres import PostgresAuditLog
+
+        return PostgresAuditLog(str(target), include_text=include_text, retention_days=retention_days)
+    return AuditLog(target, include_text=include_text, synchronous=synchronous, retention_days=retention_days)
 
 
 def _key_for(path: Path) -> bytes:
@@ -149,7 +169,13 @@ class AuditLog:
 # --- reading and reporting --------------------------------------------------------------
 
 def read_events(path: str | os.PathLike, since: float | None = None, until: float | None = None) -> Iterator[dict]:
-    """Events in time order, JSON fields decoded. Opens the store read-only."""
+    """Events in time order, JSON fields decoded. Opens the store read-only; ``path`` may be
+    a PostgreSQL URL."""
+    if is_database_url(path):
+        from .audit_postgres import read_events as read_postgres
+
+        yield from read_postgres(str(path), since, until)
+        return
     path = Path(path).expanduser()
     if not path.is_file():
         raise AuditError(f"audit log not found: {path} (the guard creates it at the first non-safe turn; "

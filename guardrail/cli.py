@@ -191,9 +191,10 @@ def load_classifier(args):
 
 def cmd_report(args) -> int:
     """Counts of audited events per period, role, level, category and action."""
-    from .audit import AuditError, counts, default_path, parse_date, read_events, write_counts_csv, write_events_csv
+    from .audit import (AUDIT_URL_ENV, AuditError, counts, default_path, is_database_url, parse_date, read_events,
+                        write_counts_csv, write_events_csv)
 
-    path = args.db or default_path()
+    path = args.db or os.environ.get(AUDIT_URL_ENV) or default_path()
     try:
         since = parse_date(args.since) if args.since else None
         until = parse_date(args.until) if args.until else None
@@ -209,6 +210,9 @@ def cmd_report(args) -> int:
             write_events_csv(events, fh)
     if args.csv == "-" or args.events_csv == "-":
         return 0
+    if is_database_url(path):
+        from .audit_postgres import describe
+        path = describe(path)   # no password on screen
     print(f"audit log {path}: {len(events)} events"
           + (f" from {args.since}" if args.since else "") + (f" until {args.until}" if args.until else ""))
     if rows:
@@ -325,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--fp32", action="store_true", help="judge in fp32 (default: int8 MLP projections, see the model card)")
     c.set_defaults(func=cmd_classify)
     r = sub.add_parser("report", help="counts of audited events per period, level and category")
-    r.add_argument("--db", help="audit log (default: $GUARDRAIL_AUDIT_DB or ~/.local/state/guardrail/audit.sqlite3)")
+    r.add_argument("--db", help="audit log: an SQLite file or a postgresql:// URL (default: $GUARDRAIL_AUDIT_URL, "
+                                "$GUARDRAIL_AUDIT_DB or ~/.local/state/guardrail/audit.sqlite3)")
     r.add_argument("--period", default="month", choices=["day", "week", "month", "quarter", "year", "all"])
     r.add_argument("--since", help="first day included, YYYY-MM-DD (UTC)")
     r.add_argument("--until", help="first day excluded, YYYY-MM-DD (UTC)")

@@ -26,9 +26,9 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from .audit import AuditLog, default_path, AUDIT_DB_ENV
+from .audit import AUDIT_DB_ENV, AUDIT_URL_ENV, AuditLog, default_path, open_audit
 from .classifier import clean_text
-from .conversation import ConversationState, ConversationStore
+from .conversation import ConversationState, StateError, StateStore, open_store, state_url
 from .inputs import Turn
 from .keywords import keyword_screen
 from .notify import fire, resolve
@@ -93,8 +93,10 @@ class ReplyStream:
         if context is not None:
             self.turns = [Turn.coerce(t) for t in context]
         elif conversation_id is not None:
-            with guard.store.lock:
-                self.turns = guard.store.get(str(conversation_id)).context()
+            try:
+                self.turns = guard.store.load(str(conversation_id)).context()
+            except StateError as e:
+                self.turns = guard._without_state(e, "assistant").context()
         else:
             self.turns = []
         self.shown, self.held, self.stopped = "", "", False
@@ -150,15 +152,20 @@ class Guard:
     """Apply one policy to a classifier's verdicts, per conversation."""
 
     def __init__(self, classifier, policy: LoadedPolicy, max_conversations: int = 10_000,
-                 audit: AuditLog | bool | None = None):
-        """``audit``: an AuditLog, False for none, or None to open the one the policy configures."""
+                 audit: AuditLog | bool | None = None, state: str | StateStore | None = None):
+        """``audit``: an AuditLog, False for none, or None to open the one the policy configures.
+        ``state``: where conversations are kept, a store or a URL (``memory``,
+        ``redis://HOST:PORT/DB``); None: $GUARDRAIL_STATE, else the policy's ``state``, else memory."""
         self.classifier = classifier
         self.policy = policy
         p = policy.policy
         if audit is None:
             audit = self._open_audit(policy) if p.audit.enabled else False
         self.audit: AuditLog | None = audit or None
-        self.store = ConversationStore(max_conversations, context_turns=p.context_turns)
+        if state is None or isinstance(state, str):
+            state = open_store(state_url(state, p.state), max_conversations, context_turns=p.context_turns,
+                               ttl_seconds=p.state_ttl_hours * 3600)
+        self.store: StateStore = state
         # user-turn verdicts by (text, turns before it), so a transcript sent again costs nothing
         self._verdicts: OrderedDict[tuple, _Judged] = OrderedDict()
         self._cache_size = 4 * max_conversations
@@ -189,19 +196,22 @@ class Guard:
     @staticmethod
     def _open_audit(policy: LoadedPolicy) -> AuditLog:
         a = policy.policy.audit
+        url = os.environ.get(AUDIT_URL_ENV) or (None if os.environ.get(AUDIT_DB_ENV) else a.url)
+        if url:
+            return open_audit(url, include_text=a.include_text, retention_days=a.retention_days)
         if os.environ.get(AUDIT_DB_ENV) or not a.path:
             path = default_path()
         else:
             path = Path(a.path).expanduser()
             if not path.is_absolute() and policy.path is not None:
                 path = policy.path.parent / path
-        return AuditLog(path, include_text=a.include_text, synchronous=a.synchronous,
-                        retention_days=a.retention_days)
+        return open_audit(path, include_text=a.include_text, synchronous=a.synchronous,
+                          retention_days=a.retention_days)
 
     @classmethod
     def load(cls, policy: str | os.PathLike | dict | None = None, country: str | None = None,
              adapter: str | os.PathLike | None = None, classifier=None, audit: AuditLog | bool | None = None,
-             **load_kwargs) -> "Guard":
+             state: str | StateStore | None = None, **load_kwargs) -> "Guard":
         """Load a policy (default policies/default.yaml) and a classifier (default: the shipped one).
 
         The policy is validated first, so a bad policy fails before the model loads; the
@@ -213,7 +223,7 @@ class Guard:
             from .classifier import Classifier
 
             classifier = Classifier.load(adapter, **load_kwargs)
-        return cls(classifier, loaded, audit=audit)
+        return cls(classifier, loaded, audit=audit, state=state)
 
     # --- public API ----------------------------------------------------------------------
 
@@ -304,47 +314,80 @@ class Guard:
 
     def _check(self, text: str, role: str, conversation_id: str | None,
                context: Sequence[Turn | Mapping[str, Any]] | None, session: Any = None) -> Decision:
-        """The decision for one turn; ``session``: a streamed reply's judging session (ReplyStream)."""
+        """The decision for one turn; ``session``: a streamed reply's judging session (ReplyStream).
+
+        With a stored conversation the state is read once for the judge's context, and the
+        decision is then applied to the state in one atomic ``update`` (which a shared store
+        may re-run on a newer state: the verdict is kept, only the policy step is repeated)."""
         check_role(role)
         text, cleaning = clean_text(text)  # bytes decoded, type checked: the same rules as the classifier
-        store = self.store
+        cid = "" if conversation_id is None else str(conversation_id)
+        stored = context is None and conversation_id is not None
         if context is not None:
             # the caller sent the conversation: derive its state from the transcript
             turns = [Turn.coerce(t) for t in context]
             state = self._replay(turns)
-            stored = False
-        elif conversation_id is not None:
-            with store.lock:
-                state = store.get(str(conversation_id))
-                turns = state.context()
-            stored = True
+        elif stored:
+            try:
+                state = self.store.load(cid)
+            except StateError as e:
+                state, stored = self._without_state(e, role), False
+            turns = state.context()
         else:
-            turns, state, stored = [], ConversationState(), False
-        cid = "" if conversation_id is None else str(conversation_id)
-        with store.lock:
-            pending = state.pending if role == "assistant" else None
-            if role == "assistant":
-                state.pending = None
+            turns, state = [], ConversationState()
 
         if role == "assistant" and self.is_policy_message(text):
             d = Decision(role, "allow", "safe", [], rule="policy message", policy=self._policy_id())
-            if stored:
-                store.add_turn(cid, role, text)
-            return d
+
+            def keep(st: ConversationState) -> Decision:
+                st.pending = None
+                st.add_turn(role, text)
+                return d
+            return self._apply(cid, keep, state, stored, role)
 
         if role == "user" and "empty input" not in cleaning:
             judged = self._cached(text, turns)   # a later transcript replay reuses this verdict
         else:
             judged = self._judged_turn(text, role, turns, cleaning, session)
-        with store.lock:
-            decision = self._decide(role, judged, state, pending)
-        # remember what the user will see, so the next turn has the right context
-        if stored:
-            store.add_turn(cid, role, text if role == "user" else decision.apply(text))
+        if state.notes:
+            judged = dataclasses.replace(judged, notes=judged.notes + state.notes)
+
+        def decide(st: ConversationState) -> Decision:
+            pending = st.pending if role == "assistant" else None
+            if role == "assistant":
+                st.pending = None
+            decision = self._decide(role, judged, st, pending)
+            # remember what the user will see, so the next turn has the right context
+            st.add_turn(role, text if role == "user" else decision.apply(text))
             if role == "user" and decision.action != "allow":
-                store.add_turn(cid, "assistant", decision.message or "")
+                st.add_turn("assistant", decision.message or "")
+            return decision
+
+        decision = self._apply(cid, decide, state, stored, role)
         self._after(cid, decision, text)
         return decision
+
+    def _apply(self, cid: str, fn, state: ConversationState, stored: bool, role: str) -> Decision:
+        """``fn`` on the stored conversation (atomically), or on the local ``state``."""
+        if stored:
+            try:
+                return self.store.update(cid, fn)
+            except StateError as e:   # the decision still comes, from the state read before
+                state = self._without_state(e, role, state)
+        return fn(state)
+
+    def _without_state(self, error: Exception, role: str, state: ConversationState | None = None) -> ConversationState:
+        """The state to decide on when the conversation store failed: the copy read before the
+        failure, or a fresh one. The policy's failure mode decides: ``closed`` holds a user turn
+        at least borderline, as sticky risk would (an earlier crisis turn cannot be ruled out);
+        ``open`` judges it on its own. Logged without message text; the turn is not stored."""
+        mode = self.policy.policy.failure_mode.get(role, "closed")
+        log.error("conversation state unavailable on a %s turn (%s); failure mode %s", role, error, mode)
+        state = state or ConversationState()
+        if mode == "closed" and role == "user" and state.sticky_left <= 0:
+            state.sticky_left = 1
+        state.notes = [f"conversation state unavailable ({type(error).__name__}); failure mode {mode}"]
+        return state
 
     def _judged_turn(self, text: str, role: str, turns: list[Turn], cleaning: list[str] = (),
                      session: Any = None) -> "_Judged":

@@ -166,14 +166,25 @@ class Audit(_Strict):
     """Where non-safe verdicts and actions are recorded (see guardrail/audit.py).
 
     ``path`` is relative to the policy file; $GUARDRAIL_AUDIT_DB overrides it; empty
-    means the user's state folder. The text is kept only with ``include_text``.
-    ``retention_days`` deletes older events (at open and every 500 events); empty keeps all."""
+    means the user's state folder. ``url`` (``postgresql://...``) puts the log in PostgreSQL
+    instead, for several workers or replicas; $GUARDRAIL_AUDIT_URL overrides both.
+    The text is kept only with ``include_text``. ``retention_days`` deletes older events
+    (at open and every 500 events); empty keeps all."""
 
     enabled: bool = True
     path: Optional[str] = None
+    url: Optional[str] = None
     include_text: bool = False
     synchronous: Literal["FULL", "NORMAL"] = "FULL"   # FULL: durable across power loss too
     retention_days: Optional[PositiveFloat] = None
+
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: Optional[str]) -> Optional[str]:
+        if v and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"url {v!r} must be a postgresql:// URL (an SQLite file goes in `path`)")
+        return v
 
 
 class Streaming(_Strict):
@@ -196,6 +207,9 @@ class Policy(_Strict):
     thresholds: dict[str, float] = Field(default_factory=dict)   # override the adapter's
     sticky_turns: int = Field(3, ge=0, le=100)    # user turns kept at least borderline after unsafe
     context_turns: int = Field(6, ge=0, le=50)    # previous turns kept per conversation
+    state: Optional[str] = None                   # where conversations are kept: memory (default) or
+                                                  # redis://HOST:PORT/DB for workers and replicas; $GUARDRAIL_STATE overrides
+    state_ttl_hours: PositiveFloat = 24           # an idle conversation is forgotten after this long
     reply_alone: bool = True                      # also judge replies without the conversation; keep the riskier
     streaming: Streaming = Field(default_factory=Streaming)
     failure_mode: dict[Literal["user", "assistant"], Literal["closed", "open"]] = Field(
@@ -205,6 +219,13 @@ class Policy(_Strict):
     messages: dict[str, str]
     rules: list[Rule]
     default: Rule = Field(default_factory=lambda: Rule(action="allow"))
+
+    @field_validator("state")
+    @classmethod
+    def _state(cls, v: Optional[str]) -> Optional[str]:
+        if v and v.strip() != "memory" and v.split("://", 1)[0] not in ("redis", "rediss", "unix"):
+            raise ValueError(f"state {v!r} must be 'memory' or a redis://HOST:PORT/DB URL")
+        return v
 
     @field_validator("thresholds")
     @classmethod

@@ -60,7 +60,7 @@ def test_risk_is_sticky_for_the_policys_number_of_turns(clf):
         d = g.check_input("just kidding lol, anyway what's a good pasta recipe?", conversation_id="k")
         assert d.level in ("borderline", "unsafe") and "suicide_self_harm" in d.categories, d
         assert d.message is not None and "988" in d.message      # at least the check-in
-        assert state.sticky_left == left
+        assert g.store.get("k").sticky_left == left
     # another conversation is not affected
     other = g.check_input("just kidding lol, anyway what's a good pasta recipe?", conversation_id="other")
     assert not other.sticky and other.message is None, other

@@ -36,13 +36,18 @@ from guardrail.taxonomy import CATEGORIES, LEVELS  # noqa: E402
 from training.prepare_data import OWN_DIR, load_own, norm, read_jsonl, split_of  # noqa: E402
 
 
-def encode_all(encoder, rows):
-    """(input ids, level index, category multi-hot) per row."""
+def encode_all(encoder, rows, weights=None):
+    """(input ids, level index, category multi-hot, loss weight) per row.
+
+    ``weights`` maps a source pattern (fnmatch) to the weight of its rows in the loss (1 for
+    the rest; the largest matching pattern wins): a row of weight 2 pulls as hard as the same
+    row seen twice, at the cost of seeing it once."""
     out = []
     for r in rows:
         ids = encoder.encode(r["text"], r["role"], r.get("context") or [])
         cats = [1.0 if c in r["categories"] else 0.0 for c in CATEGORIES]
-        out.append((ids, LEVELS.index(r["level"]), cats))
+        w = max((float(v) for p, v in (weights or {}).items() if fnmatch.fnmatch(r["source"], p)), default=1.0)
+        out.append((ids, LEVELS.index(r["level"]), cats, w))
     return out
 
 
@@ -63,7 +68,8 @@ def collate(encoder, examples, index):
     ids, mask = encoder.pad([examples[i][0] for i in index])
     levels = torch.tensor([examples[i][1] for i in index])
     cats = torch.tensor([examples[i][2] for i in index])
-    return ids, mask, levels, cats
+    weights = torch.tensor([examples[i][3] for i in index])
+    return ids, mask, levels, cats, weights
 
 
 @torch.inference_mode()
@@ -75,7 +81,7 @@ def predict(judge, encoder, examples, batch_size=32):
     ct = torch.zeros(len(examples), len(CATEGORIES))
     for s in range(0, len(order), batch_size):
         index = order[s:s + batch_size]
-        ids, mask, _, _ = collate(encoder, examples, index)
+        ids, mask, *_ = collate(encoder, examples, index)
         a, b = judge(ids, mask)
         lv[index], ct[index] = a.float(), b.float()
     return lv, ct
@@ -326,7 +332,13 @@ def main(argv=None):
         val_rows = val_rows[: max(50, tc["max_examples"] // 4)]
     # real text calibrates too: the val split of the second-round sources, a fifth of the train caps
     val_rows += real_rows(tc, cfg["data"]["seed"], split="val", scale=0.2)
-    train = encode_all(encoder, train_rows)
+    weights = tc.get("weight") or {}   # e.g. {"own:crisis*": 2}
+    for pattern, w in weights.items():
+        if not any(fnmatch.fnmatch(r["source"], pattern) for r in train_rows):
+            sys.exit(f"error: train.weight names {pattern!r}, which matches no training rows")
+        if not isinstance(w, (int, float)) or w <= 0:
+            sys.exit(f"error: train.weight[{pattern!r}] is {w!r}; it must be a number > 0")
+    train = encode_all(encoder, train_rows, weights)
     val = encode_all(encoder, val_rows)
     plan = []
     whole = math.floor(tc["epochs"])
@@ -371,15 +383,25 @@ def main(argv=None):
         tmp.replace(ckpt_path)
 
     # --- loop ----------------------------------------------------------------------------
+    # bf16 autocast: the matrix products in bfloat16 (AVX512-BF16 CPUs run them about 1.3x
+    # faster), the loss, the optimiser and the saved weights in fp32
+    if tc.get("autocast") not in (None, "bf16"):
+        sys.exit(f"error: train.autocast is {tc['autocast']!r}; use bf16 or leave it empty")
+    autocast = tc.get("autocast") == "bf16"
     t0 = time.time()
     judge.train()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", file=sys.stderr)
     running = None
     for step in bar:
-        ids, mask, levels, cats = collate(encoder, train, plan[step])
-        level_logits, cat_logits = judge(ids, mask)
-        loss = F.cross_entropy(level_logits, levels, label_smoothing=tc.get("label_smoothing", 0.0))
-        loss = loss + tc.get("category_loss_weight", 1.0) * F.binary_cross_entropy_with_logits(cat_logits, cats)
+        ids, mask, levels, cats, row_weights = collate(encoder, train, plan[step])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            level_logits, cat_logits = judge(ids, mask)
+        level_logits, cat_logits = level_logits.float(), cat_logits.float()
+        per_row = F.cross_entropy(level_logits, levels, label_smoothing=tc.get("label_smoothing", 0.0),
+                                  reduction="none")
+        per_row = per_row + tc.get("category_loss_weight", 1.0) * F.binary_cross_entropy_with_logits(
+            cat_logits, cats, reduction="none").mean(1)
+        loss = (per_row * row_weights).mean()   # a mean over rows, so weight 1 everywhere is the plain loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(lora_params + head_params, 1.0)
         opt.step()

@@ -42,7 +42,7 @@ data: $(STAMP)
 
 # the shipped adapter, three stages: stage 1 (training/config.yaml, ~66 min on 2 cores), the short
 # second stage from it (training/polish.yaml, ~15 min) on the own examples + a source replay, and
-# the third (training/generalise.yaml, ~19 min) on the second-round real sources + own stage-3 files
+# the third (training/generalise.yaml, ~17 min) on the second-round real sources + own stage-3 files
 train: data
 	$(PY) training/train.py --out training/runs/stage1
 	$(PY) training/train.py --init training/runs/stage1 --config training/polish.yaml --out training/runs/stage2

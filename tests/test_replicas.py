@@ -213,3 +213,23 @@ def _default_dict() -> dict:
     d = yaml.safe_load(DEFAULT_POLICY.read_text())
     d["resources"] = str(DEFAULT_POLICY.parent / d.get("resources", "resources.yaml"))
     return d
+
+
+def test_audit_reconnects_after_the_connection_is_lost(audit_url):
+    """A database restart (here: its backend terminated) costs one reconnect, not the event."""
+    import psycopg
+
+    from guardrail.audit import open_audit
+
+    log_ = open_audit(audit_url)
+    event = {"event_id": uuid.uuid4().hex, "time": 1.0, "conversation_id": "x", "role": "user", "level": "unsafe",
+             "categories": ["suicide_self_harm"], "scores": {}, "category_scores": {}, "action": "replace",
+             "rule": "rules[0]", "sticky": False, "backstop": False, "notified": False, "policy_name": "default",
+             "policy_version": "1.0", "country": "US"}
+    log_.record(event, "first")
+    with psycopg.connect(audit_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    log_.record({**event, "event_id": uuid.uuid4().hex, "time": 2.0}, "second")
+    assert [e["time"] for e in read_events(audit_url)] == [1.0, 2.0]
+    log_.close()

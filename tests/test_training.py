@@ -117,3 +117,19 @@ def test_training_rows_repeat_share_and_bad_pattern(tmp_path):
     cfg["train"]["repeat"] = {"own:crisis": 1}
     with pytest.raises(SystemExit, match="must be a whole number >= own_repeat"):
         training_rows(cfg, tmp_path, random.Random(1))
+
+
+def test_loss_weights_per_source(tokenizer):
+    """``train.weight``: a row's weight in the loss by its source (the largest matching pattern)."""
+    sys.path.insert(0, str(ROOT))
+    from guardrail.inputs import Encoder
+    from training.train import collate, encode_all
+
+    enc = Encoder(tokenizer)
+    rows = [{"text": "hello", "role": "user", "level": "safe", "categories": [], "source": s}
+            for s in ("own:crisis", "own:crisis_more", "sad")]
+    examples = encode_all(enc, rows, {"own:crisis*": 2, "own:crisis_more": 3})
+    assert [e[3] for e in examples] == [2.0, 3.0, 1.0]
+    *_, weights = collate(enc, examples, [0, 1, 2])
+    assert weights.tolist() == [2.0, 3.0, 1.0]
+    assert [e[3] for e in encode_all(enc, rows)] == [1.0, 1.0, 1.0]   # no weights: the plain loss

@@ -8,7 +8,9 @@ Starts a throwaway redis-server and PostgreSQL on loopback (tests/servers.py), t
 processes (tests/replica_worker.py), each a Guard whose conversation state is that Redis and
 whose audit log is that PostgreSQL. Every worker plays its own conversations, one turn at a
 time, a crisis turn every tenth turn (so the audit log and sticky risk are exercised); the
-figure is all workers' turns divided by the wall time of the run.
+figure is all workers' turns divided by the wall time of the run. Every ordinary turn's
+text is new (the guard would answer a repeated turn in the same context from its cache).
+With ``--real`` the cores are shared out: each worker's judge gets cores / workers threads.
 
 With the scripted judge (the default) the figure is what shared state and audit cost: the
 ceiling the servers put on a fleet. With ``--real`` each worker runs the judge too, and on a
@@ -41,7 +43,8 @@ TURNS = ["I had a long day at work", "what should I cook tonight?", "my sister i
 
 def run(n_workers: int, turns: int, state: str, audit: str, real: bool) -> dict:
     procs = [subprocess.Popen([sys.executable, str(WORKER), "--state", state, "--audit", audit,
-                               *(["--real"] if real else [])], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                               *(["--real", "--threads", str(max(1, (os.cpu_count() or 1) // n_workers))] if real else [])], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)   # the operator hook's crisis lines
              for _ in range(n_workers)]
     for p in procs:
         json.loads(p.stdout.readline())   # ready
@@ -53,7 +56,10 @@ def run(n_workers: int, turns: int, state: str, audit: str, real: bool) -> dict:
         for k in range(turns):
             if k % 20 == 0:
                 cid = uuid.uuid4().hex   # a new conversation every 20 turns
-            p.stdin.write(json.dumps({"id": cid, "text": TURNS[k % len(TURNS)]}) + "\n")
+            text = TURNS[k % len(TURNS)]
+            if text != CRISIS:   # every ordinary turn new, so no cached verdict answers it
+                text = f"{text} (turn {k} of worker {i})"
+            p.stdin.write(json.dumps({"id": cid, "text": text}) + "\n")
             p.stdin.flush()
             json.loads(p.stdout.readline())
             done[i] += 1

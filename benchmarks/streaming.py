@@ -14,6 +14,9 @@ a time, and compared with judging the same reply once, whole (``Guard.check_outp
 * the tokens run through the model, both ways.
 The judge reads at most ``max_length`` tokens (a longer reply is cut in its middle), so
 past that length each window re-reads the cut reply's tail: the figures say how much.
+The default policy's windows grow (``streaming.window_growth: 2``, up to
+``max_window_words``), so a long reply is judged a few times; the lever beside it is fixed
+windows (``window_growth: 1``), every ``window_words``.
 """
 from __future__ import annotations
 
@@ -126,8 +129,19 @@ def main(argv=None) -> int:
         Guard(timed, policy, audit=False).check_output(first_words, context=USER)
         return timed.seconds
 
+    # the lever against the default policy's growing windows: every window window_words long
+    from guardrail.policy import LoadedPolicy
+    fixed = LoadedPolicy(policy.policy.model_copy(update={"streaming": policy.policy.streaming.model_copy(
+        update={"window_growth": 1.0})}), policy.resources, policy.country, policy.path)
+
+    def run_fixed():
+        timed = Timed(clf, True)
+        shown = [piece for piece in Guard(timed, fixed, audit=False).stream_output(words(REPLY), context=USER)]
+        assert "".join(shown) == REPLY
+        return timed
+
     run(True), whole()   # warm-up
-    res = {"cached": [], "fresh": [], "whole": [], "first": [], "window": []}
+    res = {"cached": [], "fresh": [], "whole": [], "first": [], "window": [], "fixed": []}
     for _ in range(reps):
         res["whole"].append(whole())
         res["window"].append(one_window())
@@ -136,6 +150,8 @@ def main(argv=None) -> int:
         res["first"].append(first_at)
         timed_fresh, _ = run(False)
         res["fresh"].append(timed_fresh.seconds)
+        timed_fixed = run_fixed()
+        res["fixed"].append(timed_fixed.seconds)
     windows = len(timed_fresh.calls)
     computed = timed_cached.opened.computed   # the tokens one cached stream ran through the model
     whole_tokens = len(clf._encoder.encode(REPLY, "assistant", USER))
@@ -143,6 +159,8 @@ def main(argv=None) -> int:
     out = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads",
         "adapter": clf.model_id, "reply_tokens": tokens, "window_words": window,
+        "window_growth": policy.policy.streaming.window_growth,
+        "max_window_words": policy.policy.streaming.max_window_words,
         "judge_calls_per_stream": windows, "max_length": clf._encoder.config.max_length,
         "reply_alone": policy.policy.reply_alone,
         "whole_ms": round(1000 * med["whole"], 1),
@@ -150,6 +168,9 @@ def main(argv=None) -> int:
         "stream_fresh_ms": round(1000 * med["fresh"], 1),
         "stream_cached_x_whole": round(med["cached"] / med["whole"], 2),
         "stream_fresh_x_whole": round(med["fresh"] / med["whole"], 2),
+        "fixed_windows": {"window_growth": 1.0, "judge_calls_per_stream": len(timed_fixed.calls),
+                          "tokens_computed": timed_fixed.opened.computed,
+                          "stream_cached_x_whole": round(med["fixed"] / med["whole"], 2)},
         "first_token_added_ms": round(1000 * med["first"], 1),
         "one_window_judge_ms": round(1000 * med["window"], 1),
         "tokens_computed_cached": computed,

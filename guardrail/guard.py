@@ -89,7 +89,8 @@ class ReplyStream:
     def __init__(self, guard: "Guard", conversation_id: str | None,
                  context: Sequence[Turn | Mapping[str, Any]] | None):
         self.guard, self.conversation_id, self.context = guard, conversation_id, context
-        self.window = guard.policy.policy.streaming.window_words
+        self.settings = guard.policy.policy.streaming
+        self.window = self.settings.window_words
         if context is not None:
             self.turns = [Turn.coerce(t) for t in context]
         elif conversation_id is not None:
@@ -112,6 +113,8 @@ class ReplyStream:
         if not self.guard.window_allowed(self.shown + self.held, self.turns, self.session):
             return self._stop()
         piece, self.shown, self.held = self.held, self.shown + self.held, ""
+        self.window = min(max(self.window, round(self.window * self.settings.window_growth)),
+                          max(self.settings.max_window_words, self.settings.window_words))
         return [piece]
 
     def finish(self) -> list[str]:

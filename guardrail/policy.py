@@ -190,10 +190,14 @@ class Audit(_Strict):
 class Streaming(_Strict):
     """How a streamed reply is judged (``Guard.stream_output``): ``hold_back`` releases text to
     the user only after the window it is in was judged, the reply so far with the
-    conversation as context; an unsafe window stops the stream with the policy's message."""
+    conversation as context; an unsafe window stops the stream with the policy's message.
+    ``window_growth`` above 1 makes later windows longer (up to ``max_window_words``): the
+    first words still wait for one short window, and a long reply costs fewer judge calls."""
 
     mode: Literal["hold_back"] = "hold_back"
-    window_words: int = Field(24, ge=4, le=1000)   # words held back and judged at a time
+    window_words: int = Field(24, ge=4, le=1000)   # words held back and judged at a time (the first window)
+    window_growth: float = Field(2.0, ge=1.0, le=4.0)   # each later window this many times the one before ...
+    max_window_words: int = Field(96, ge=4, le=4000)    # ... up to this: fewer judge calls on a long reply
 
 
 class Policy(_Strict):

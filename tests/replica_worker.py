@@ -27,11 +27,15 @@ def main() -> None:
     p.add_argument("--state", required=True)
     p.add_argument("--audit", required=True)
     p.add_argument("--real", action="store_true", help="the shipped judge instead of the scripted stub")
+    p.add_argument("--threads", type=int, default=None, help="torch threads of the judge (with --real)")
     args = p.parse_args()
     os.environ["GUARDRAIL_AUDIT_URL"] = args.audit
     from guardrail import Guard
 
     if args.real:
+        if args.threads:
+            import torch
+            torch.set_num_threads(args.threads)
         guard = Guard.load(state=args.state)
     else:
         from stub import ScriptedClassifier

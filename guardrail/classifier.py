@@ -120,7 +120,8 @@ class Classifier:
         ``base`` is a local checkpoint folder to use instead of the default SmolLM2 base;
         ``threads`` sets torch's intra-op threads (default: torch's choice);
         ``int8`` (on by default) runs the MLP's gate and up projections in int8
-        (``modeling.INT8_DEFAULT``; or name a scheme: "per_channel", "per_tensor", "w8a8"):
+        (``modeling.INT8_DEFAULT``; or name a scheme: "per_channel", "per_tensor", "w8a8", or
+        "w8a8_smooth", every projection after SmoothQuant folding, docs/performance.md):
         about a third faster, and on the real sources' dev splits within half a point of fp32
         on harmful-request recall and on escalations of ordinary emotional talk (the rule for
         defaulting it on; training/reports/experiments/real-9998249ac0-int8-*.md). ``int8=False``

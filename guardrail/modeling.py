@@ -315,12 +315,17 @@ def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
             raise ValueError("int8 needs merge=True (a quantized judge cannot be trained)")
         lean = isinstance(judge.backbone, llama.Llama)
         scheme = (INT8_DEFAULT if lean else "per_channel") if int8 is True else int8
-        if scheme == "w8a8":
+        if scheme in ("w8a8", "w8a8_smooth"):
             if not lean:
-                raise ValueError("int8='w8a8' runs on the lean engine only")
-            from .int8 import quantize_w8a8
+                raise ValueError(f"int8={scheme!r} runs on the lean engine only")
+            from .int8 import CALIBRATION_TURNS, quantize_w8a8, smooth
 
-            quantize_w8a8(judge.backbone, INT8_MODULES)
+            if scheme == "w8a8_smooth":   # every projection, after SmoothQuant scale folding
+                tok = Encoder(load_tokenizer(folder if (folder / "tokenizer.json").is_file() else base_dir), config.inputs)
+                smooth(judge.backbone, [tok.encode(t, r) for t, r in CALIBRATION_TURNS])
+                quantize_w8a8(judge.backbone, ALL_PROJECTIONS)
+            else:
+                quantize_w8a8(judge.backbone, INT8_MODULES)
         else:
             quantize_int8(judge, per_channel=scheme == "per_channel")
     tok_dir = folder if (folder / "tokenizer.json").is_file() else base_dir
@@ -332,10 +337,12 @@ def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
 
 
 INT8_MODULES = ("gate_proj", "up_proj")
+ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # int8 schemes for the MLP's gate/up: torch's dynamic quantization with one weight scale per
 # row or per matrix (activations scaled per input), or W8A8 (guardrail/int8.py: activations
-# scaled per token, torch._int_mm)
-INT8_SCHEMES = ("per_channel", "per_tensor", "w8a8")
+# scaled per token, torch._int_mm), or "w8a8_smooth": W8A8 on every projection after
+# SmoothQuant scale folding (guardrail/int8.py: smooth), calibrated on CALIBRATION_TURNS
+INT8_SCHEMES = ("per_channel", "per_tensor", "w8a8", "w8a8_smooth")
 INT8_DEFAULT = "w8a8"   # what int8=True means on the lean engine ("per_channel" on transformers + peft)
 
 

@@ -103,7 +103,31 @@ def test_int8_options_are_checked_and_keep_clear_verdicts():
 
     with pytest.raises(ValueError, match="int8 must be"):
         Classifier.load(int8="fast")
-    for scheme in (True, "per_tensor"):
+    for scheme in (True, "per_tensor", "w8a8_smooth"):
         clf = Classifier.load(int8=scheme)
         assert clf.classify("I want to kill myself").level == "unsafe"
         assert clf.classify("any ideas for a picnic this weekend?").level == "safe"
+
+
+def test_smoothquant_folding_changes_nothing_in_fp32_and_tames_int8(both_engines):
+    """guardrail.int8.smooth moves activation outliers into the weights: in fp32 the judge
+    computes the same (the scales cancel), and W8A8 on every projection lands nearer fp32
+    after it than without it."""
+    from guardrail.classifier import DEFAULT_ADAPTER
+    from guardrail.int8 import CALIBRATION_TURNS, quantize_w8a8, smooth
+    from guardrail.modeling import ALL_PROJECTIONS, load_judge
+
+    (ref, enc, _), _ = both_engines
+    ids = enc.pad([enc.encode(t) for t in TEXTS[:6]])
+    calibration = [enc.encode(t, r) for t, r in CALIBRATION_TURNS]
+    with torch.inference_mode():
+        want = ref(*ids)[0]
+        outs = {}
+        for smoothed in (False, True):
+            judge, _, _ = load_judge(DEFAULT_ADAPTER, engine="lean", prefix_cache=False)
+            if smoothed:
+                smooth(judge.backbone, calibration)
+                assert torch.allclose(judge(*ids)[0], want, atol=1e-3)     # exact up to fp32 rounding
+            quantize_w8a8(judge.backbone, ALL_PROJECTIONS)
+            outs[smoothed] = (judge(*ids)[0] - want).abs().mean().item()
+    assert outs[True] < outs[False], outs

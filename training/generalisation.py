@@ -227,7 +227,7 @@ def main(argv=None):
     p.add_argument("--sets", default=None, help="comma-separated real sources to load (default: all)")
     p.add_argument("--out", default=str(ROOT / "training" / "reports"))
     p.add_argument("--name", default="real", help="output file stem (default real: real.json, real.md)")
-    p.add_argument("--int8", choices=["per_channel", "per_tensor", "w8a8"], default=None,
+    p.add_argument("--int8", choices=["per_channel", "per_tensor", "w8a8", "w8a8_smooth"], default=None,
                    help="score the int8 judge (gate/up projections quantized) instead of fp32")
     args = p.parse_args(argv)
     from guardrail import Classifier

@@ -194,7 +194,7 @@ def levers(args, text64: str, reps: int) -> dict:
     from guardrail import Classifier
     from guardrail.inputs import Encoder, InputConfig
     from guardrail.int8 import quantize_w8a8
-    from guardrail.modeling import load_judge, quantize_int8
+    from guardrail.modeling import ALL_PROJECTIONS, load_judge, quantize_int8
     from training.compare import comparison_sets
 
     sets = comparison_sets(Path(args.data), sample=300, cap=150)
@@ -211,7 +211,7 @@ def levers(args, text64: str, reps: int) -> dict:
 
     def every_projection_int8():
         judge, encoder, _ = load_judge(folder, prefix_cache=False)
-        quantize_int8(judge, ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+        quantize_int8(judge, ALL_PROJECTIONS)
         judge.backbone.cache_prefix(encoder.prefix_ids)  # after quantizing: the cache must match the weights
         return Classifier(judge, encoder, folder)
 
@@ -221,7 +221,7 @@ def levers(args, text64: str, reps: int) -> dict:
         judge.backbone.cache_prefix(encoder.prefix_ids)
         return Classifier(judge, encoder, folder)
 
-    every = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    every = ALL_PROJECTIONS
     options = {
         "transformers + peft, fp32 (the old load path)": lambda: Classifier.load(args.adapter, engine="transformers", int8=False),
         "lean engine, fp32, no cached system turn": lambda: no_prefix_cache(),

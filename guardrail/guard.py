@@ -113,7 +113,7 @@ class ReplyStream:
         if not self.guard.window_allowed(self.shown + self.held, self.turns, self.session):
             return self._stop()
         piece, self.shown, self.held = self.held, self.shown + self.held, ""
-        self.window = min(max(self.window, round(self.window * self.settings.window_growth)),
+        self.window = min(round(self.window * self.settings.window_growth),   # growth >= 1: never shrinks
                           max(self.settings.max_window_words, self.settings.window_words))
         return [piece]
 

@@ -308,6 +308,8 @@ def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
     except RuntimeError as exc:
         raise AdapterError(f"heads in {folder / HEADS_FILE} do not fit the base model: {exc}") from exc
     judge.eval()
+    tok_dir = folder if (folder / "tokenizer.json").is_file() else base_dir
+    encoder = Encoder(load_tokenizer(tok_dir), config.inputs)
     if int8:
         if int8 not in INT8_SCHEMES and int8 is not True:
             raise ValueError(f"int8 must be False, True or one of {', '.join(INT8_SCHEMES)}, got {int8!r}")
@@ -321,15 +323,12 @@ def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
             from .int8 import CALIBRATION_TURNS, quantize_w8a8, smooth
 
             if scheme == "w8a8_smooth":   # every projection, after SmoothQuant scale folding
-                tok = Encoder(load_tokenizer(folder if (folder / "tokenizer.json").is_file() else base_dir), config.inputs)
-                smooth(judge.backbone, [tok.encode(t, r) for t, r in CALIBRATION_TURNS])
+                smooth(judge.backbone, [encoder.encode(t, r) for t, r in CALIBRATION_TURNS])
                 quantize_w8a8(judge.backbone, ALL_PROJECTIONS)
             else:
                 quantize_w8a8(judge.backbone, INT8_MODULES)
         else:
             quantize_int8(judge, per_channel=scheme == "per_channel")
-    tok_dir = folder if (folder / "tokenizer.json").is_file() else base_dir
-    encoder = Encoder(load_tokenizer(tok_dir), config.inputs)
     judge.prefix_len = len(encoder.prefix_ids)
     if prefix_cache and isinstance(judge.backbone, llama.Llama):
         judge.backbone.cache_prefix(encoder.prefix_ids)

@@ -27,6 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from guardrail.modeling import INT8_SCHEMES  # noqa: E402
 from guardrail.taxonomy import CATEGORIES, LEVELS  # noqa: E402
 from training import real_sources  # noqa: E402
 from training.prepare_data import read_jsonl, validate  # noqa: E402
@@ -227,8 +228,8 @@ def main(argv=None):
     p.add_argument("--sets", default=None, help="comma-separated real sources to load (default: all)")
     p.add_argument("--out", default=str(ROOT / "training" / "reports"))
     p.add_argument("--name", default="real", help="output file stem (default real: real.json, real.md)")
-    p.add_argument("--int8", choices=["per_channel", "per_tensor", "w8a8", "w8a8_smooth"], default=None,
-                   help="score the int8 judge (gate/up projections quantized) instead of fp32")
+    p.add_argument("--int8", choices=list(INT8_SCHEMES), default=None,
+                   help="score an int8 judge (guardrail/modeling.py: INT8_SCHEMES) instead of fp32")
     args = p.parse_args(argv)
     from guardrail import Classifier
 

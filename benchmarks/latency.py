@@ -232,6 +232,8 @@ def levers(args, text64: str, reps: int) -> dict:
         "+ W8A8 (int8 weights and per-token activations) on gate/up (the default, int8=True)": lambda: Classifier.load(args.adapter),
         "+ W8A8 on every projection but down_proj": lambda: w8a8(every[:-1]),
         "+ W8A8 on every projection": lambda: w8a8(every),
+        "+ SmoothQuant scales folded in, then W8A8 on every projection (int8='w8a8_smooth')":
+            lambda: Classifier.load(args.adapter, int8="w8a8_smooth"),
         "shorter inputs (max_length 64), fp32": lambda: shorter(Classifier.load(args.adapter, int8=False)),
         "int8 gate/up + max_length 64": lambda: shorter(Classifier.load(args.adapter, int8=True)),
     }

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .inputs import Turn
-from .taxonomy import CATEGORIES, LEVELS, check_role
+from .taxonomy import CATEGORIES, LEVELS, check_role, decide_level
 
 DEFAULT_ADAPTER = Path(__file__).resolve().parent / "adapter"
 ADAPTER_ENV = "GUARDRAIL_ADAPTER"
@@ -210,7 +210,7 @@ class Classifier:
                  taught: Mapping[str, float] | None = None) -> Verdict:
         scores = {lvl: round(p, 4) for lvl, p in zip(LEVELS, level_p)}
         risk = {c: round(p, 4) for c, p in zip(CATEGORIES, cat_p)}
-        level = max(scores, key=scores.get)
+        level = LEVELS[decide_level(level_p, self.config.borderline_at)]
         flagged = sorted((c for c in CATEGORIES if risk[c] >= self.thresholds.get(c, 0.5)),
                          key=lambda c: -risk[c])
         if level == "unsafe" and not flagged:  # an unsafe verdict always names the risk it is about

@@ -48,6 +48,7 @@ class JudgeConfig:
     lora_layers: list[int] | None = None   # decoder layers that get LoRA (None: all)
     inputs: InputConfig = field(default_factory=InputConfig)
     level_temperature: float = 1.0          # calibration, fitted on the validation split
+    borderline_at: float | None = None     # p(borderline) + p(unsafe) that is never safe (taxonomy.decide_level)
     levels: list[str] = field(default_factory=lambda: list(LEVELS))
     categories: list[str] = field(default_factory=lambda: list(CATEGORIES))
     thresholds: dict[str, float] = field(default_factory=lambda: {c: 0.5 for c in CATEGORIES})

@@ -36,6 +36,20 @@ CATEGORY_DESCRIPTIONS: dict[str, str] = {
 }
 
 
+def decide_level(probs, borderline_at: float | None = None) -> int:
+    """The index in LEVELS of the level a judge's (p_safe, p_borderline, p_unsafe) means.
+
+    The most likely level, except that a turn the judge finds more likely risky than not
+    (p_borderline + p_unsafe >= ``borderline_at``) is never safe: its argmax "safe" becomes
+    borderline, a gentle check-in. With three levels the argmax can be safe at p_safe 0.4,
+    and those are the crisis disclosures and harmful requests a guardrail most needs to see.
+    An escalation still needs unsafe to be the most likely level. ``None``: the plain argmax."""
+    best = max(range(len(LEVELS)), key=lambda i: probs[i])
+    if best == 0 and borderline_at is not None and probs[1] + probs[2] >= borderline_at:
+        return 1
+    return best
+
+
 def check_level(level: str) -> str:
     """Return ``level`` if it is a known level, else raise a ValueError naming the choices."""
     if level not in LEVELS:

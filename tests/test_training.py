@@ -133,3 +133,24 @@ def test_loss_weights_per_source(tokenizer):
     *_, weights = collate(enc, examples, [0, 1, 2])
     assert weights.tolist() == [2.0, 3.0, 1.0]
     assert [e[3] for e in encode_all(enc, rows)] == [1.0, 1.0, 1.0]   # no weights: the plain loss
+
+
+def test_hard_rows_take_listed_rows_once(tmp_path):
+    """``train.real_hard``: the listed rows of a cap key's pool, hardest first, none already sampled."""
+    import pytest
+
+    sys.path.insert(0, str(ROOT))
+    from training.mine_hard import row_key
+    from training.train import hard_rows
+
+    pool = [{"id": f"sad:{i}", "text": f"a long week number {i}", "level": "safe"} for i in range(4)]
+    listed = {"sad": [row_key(pool[3]), row_key(pool[0]), "sad:99|notinpool", row_key(pool[2])]}
+    path = tmp_path / "hard.json"
+    path.write_text(json.dumps({"lists": listed}))
+    picked = hard_rows({"sad": 2}, {"sad": pool}, chosen=[pool[0]], path=path)
+    assert picked == [pool[3], pool[2]]          # list order; pool[0] was sampled already
+    assert hard_rows({"sad": 0}, {"sad": pool}, [], path=path) == []
+    with pytest.raises(SystemExit, match="has no list for"):
+        hard_rows({"esconv:seeker": 1}, {"sad": pool}, [], path=path)
+    with pytest.raises(SystemExit, match="is missing"):
+        hard_rows({"sad": 1}, {"sad": pool}, [], path=tmp_path / "absent.json")

@@ -73,24 +73,25 @@ def comparison_sets(data: Path, sample: int, cap: int | None = None, seed: int =
 # --- one setting, in its own process -------------------------------------------------------
 
 def load_setting(name: str, adapters: dict[str, str], data: Path):
-    """(scorer(rows) -> (level probs, category probs), thresholds)."""
+    """(scorer(rows) -> (level probs, category probs), thresholds, borderline_at: the level
+    rule, guardrail.taxonomy.decide_level; None for the plain argmax)."""
     import torch
 
     torch.set_num_threads(2)
     if name == "keywords":
-        return keyword_scorer, {c: 0.5 for c in CATEGORIES}
+        return keyword_scorer, {c: 0.5 for c in CATEGORIES}, None
     if name == "MiniLM + LR":
-        return minilm_scorer(read_jsonl(data / "train.jsonl")), {c: 0.5 for c in CATEGORIES}
+        return minilm_scorer(read_jsonl(data / "train.jsonl")), {c: 0.5 for c in CATEGORIES}, None
     if name.startswith("SmolLM2-135M"):
         from training.llm_judge import PromptJudge
 
         judge = PromptJudge.load(few_shot=5 if "few-shot" in name else 0)
-        return (lambda rows: judge.score(rows, progress=len(rows) > 1)), {c: 0.3 for c in CATEGORIES}
+        return (lambda rows: judge.score(rows, progress=len(rows) > 1)), {c: 0.3 for c in CATEGORIES}, None
     from guardrail import Classifier
     from training.evaluate import model_scorer
 
     clf = Classifier.load(adapters.get(name), int8=name.endswith("int8 gate/up"))
-    return model_scorer(clf), clf.thresholds
+    return model_scorer(clf), clf.thresholds, clf.config.borderline_at
 
 
 def peak_rss_mb() -> float:
@@ -107,7 +108,7 @@ def peak_rss_mb() -> float:
 
 def run_one(name: str, sets: dict, adapters: dict[str, str], data: Path, out: Path) -> None:
     t0 = time.time()
-    scorer, thresholds = load_setting(name, adapters, data)
+    scorer, thresholds, borderline_at = load_setting(name, adapters, data)
     load_s = time.time() - t0
     unique = list({json.dumps(r, sort_keys=True): r for rows in sets.values() for r in rows}.values())
     where = {json.dumps(r, sort_keys=True): i for i, r in enumerate(unique)}
@@ -123,7 +124,7 @@ def run_one(name: str, sets: dict, adapters: dict[str, str], data: Path, out: Pa
     probs = {}
     for set_name, rows in sets.items():
         idx = [where[json.dumps(r, sort_keys=True)] for r in rows]
-        result["sets"][set_name] = metrics(rows, lp[idx], cp[idx], thresholds)
+        result["sets"][set_name] = metrics(rows, lp[idx], cp[idx], thresholds, borderline_at)
         probs[set_name] = {"level": lp[idx].tolist(), "categories": cp[idx].tolist()}
     result["probs"] = probs
     out.write_text(json.dumps(result))

@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from guardrail.keywords import keyword_screen  # noqa: E402
-from guardrail.taxonomy import CATEGORIES, LEVELS  # noqa: E402
+from guardrail.taxonomy import CATEGORIES, LEVELS, decide_level  # noqa: E402
 from training.prepare_data import OWN_DIR, load_own, read_jsonl, split_of, validate  # noqa: E402
 
 CHALLENGE = ROOT / "training" / "data" / "challenge" / "challenge.jsonl"
@@ -67,12 +67,18 @@ def length_bucket(r):
 
 # --- metrics ------------------------------------------------------------------------------
 
-def metrics(rows, level_probs, cat_probs, thresholds):
-    """All figures for one set. ``level_probs``: n x 3, ``cat_probs``: n x 6 (or None)."""
+def levels_of(level_probs, borderline_at=None) -> np.ndarray:
+    """The level index of each row, as the judge decides it (guardrail.taxonomy.decide_level)."""
+    return np.array([decide_level(p, borderline_at) for p in level_probs], dtype=int).reshape(-1)
+
+
+def metrics(rows, level_probs, cat_probs, thresholds, borderline_at=None):
+    """All figures for one set. ``level_probs``: n x 3, ``cat_probs``: n x 6 (or None);
+    ``borderline_at``: the judge's level rule (its config's ``borderline_at``)."""
     from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
     y = np.array([LEVELS.index(r["level"]) for r in rows])
-    pred = level_probs.argmax(1)
+    pred = levels_of(level_probs, borderline_at)
     out = {"n": len(rows), "levels_present": {lvl: int((y == i).sum()) for i, lvl in enumerate(LEVELS)}}
     labels = list(range(len(LEVELS)))
     out["macro_f1"] = round(float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)), 4)
@@ -107,7 +113,7 @@ def metrics(rows, level_probs, cat_probs, thresholds):
     return out
 
 
-def evaluate_sets(sets, scorer, thresholds):
+def evaluate_sets(sets, scorer, thresholds, borderline_at=None):
     """``scorer(rows) -> (level_probs, cat_probs)``; returns {set name: metrics}."""
     unique = list({id(r): r for rows in sets.values() for r in rows}.values())
     lp, cp = scorer(unique)  # each row is scored once, however many sets it is in
@@ -116,7 +122,7 @@ def evaluate_sets(sets, scorer, thresholds):
     for name, rows in sets.items():
         if rows:
             idx = [where[id(r)] for r in rows]
-            results[name] = metrics(rows, lp[idx], cp[idx], thresholds)
+            results[name] = metrics(rows, lp[idx], cp[idx], thresholds, borderline_at)
     return results
 
 
@@ -319,7 +325,7 @@ def main(argv=None):
               "command": "python " + " ".join(["training/evaluate.py"] + (argv or sys.argv[1:])),
               "thresholds": clf.thresholds, "systems": {}}
     t = time.time()
-    report["systems"]["LoRA judge"] = evaluate_sets(sets, model_scorer(clf), clf.thresholds)
+    report["systems"]["LoRA judge"] = evaluate_sets(sets, model_scorer(clf), clf.thresholds, clf.config.borderline_at)
     print(f"judge evaluated in {time.time() - t:.0f} s", file=sys.stderr)
     if not args.skip_baselines:
         report["systems"]["keywords"] = evaluate_sets(sets, keyword_scorer, {c: 0.5 for c in CATEGORIES})

@@ -145,9 +145,12 @@ def injection_sets(sets, sources=real_sources.DEFAULT_SOURCES, seed=SEED, n=150)
     return out
 
 
-def rates(rows, lp, cp, thresholds):
-    """flagged / escalated / named shares, plus F1 against the ToxicChat flag where present."""
-    pred = lp.argmax(1)
+def rates(rows, lp, cp, thresholds, borderline_at=None):
+    """flagged / escalated / named shares, plus F1 against the ToxicChat flag where present;
+    levels as the judge decides them (``borderline_at``: guardrail.taxonomy.decide_level)."""
+    from training.evaluate import levels_of
+
+    pred = levels_of(lp, borderline_at)
     flagged = pred != 0
     out = {"n": len(rows), "flagged": round(float(flagged.mean()), 4),
            "escalated": round(float((pred == 2).mean()), 4)}
@@ -172,7 +175,8 @@ def score_sets(sets, clf):
     unique = list({id(r): r for rows in sets.values() for r in rows}.values())
     lp, cp = model_scorer(clf)(unique)
     where = {id(r): i for i, r in enumerate(unique)}
-    return {name: rates(rows, lp[[where[id(r)] for r in rows]], cp[[where[id(r)] for r in rows]], clf.thresholds)
+    return {name: rates(rows, lp[[where[id(r)] for r in rows]], cp[[where[id(r)] for r in rows]], clf.thresholds,
+                        clf.config.borderline_at)
             for name, rows in sets.items() if rows}
 
 

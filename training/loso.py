@@ -48,10 +48,15 @@ def run_fold(name: str, exclude: list[str], init: Path, config: Path, max_exampl
     out = ROOT / "training" / "runs" / f"loso-{name}"
     meta = out / "guardrail.json"
     if meta.is_file():
-        train = json.loads(meta.read_text())["training"]["config"]["train"]
-        if train.get("exclude_sources") == exclude and (train.get("max_examples") or 0) == max_examples:
-            print(f"{name}: reusing {out}", file=sys.stderr)
+        from training.train import load_settings
+
+        trained = json.loads(meta.read_text())["training"]["config"]
+        wanted = load_settings(config)
+        wanted["train"].update(exclude_sources=exclude, max_examples=max_examples or None)
+        if {k: trained.get(k) for k in ("model", "train")} == {k: wanted.get(k) for k in ("model", "train")}:
+            print(f"{name}: reusing {out} (trained on the same recipe)", file=sys.stderr)
             return out
+        print(f"{name}: {out} was trained on another recipe; training again", file=sys.stderr)
     cmd = [sys.executable, str(ROOT / "training" / "train.py"), "--init", str(init), "--config", str(config),
            "--set", f"train.exclude_sources={json.dumps(exclude)}", "--out", str(out), "--restart"]
     if max_examples:

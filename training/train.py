@@ -36,17 +36,23 @@ from guardrail.taxonomy import CATEGORIES, LEVELS  # noqa: E402
 from training.prepare_data import OWN_DIR, load_own, norm, read_jsonl, split_of  # noqa: E402
 
 
+def matches(row: dict, pattern: str) -> bool:
+    """Whether a row's source or group (a real source's ``source:group``) matches ``pattern``."""
+    return fnmatch.fnmatch(row["source"], pattern) or fnmatch.fnmatch(row.get("group") or "", pattern)
+
+
 def encode_all(encoder, rows, weights=None):
     """(input ids, level index, category multi-hot, loss weight) per row.
 
-    ``weights`` maps a source pattern (fnmatch) to the weight of its rows in the loss (1 for
-    the rest; the largest matching pattern wins): a row of weight 2 pulls as hard as the same
-    row seen twice, at the cost of seeing it once."""
+    ``weights`` maps a source or group pattern (fnmatch, e.g. ``own:crisis*`` or
+    ``esconv:crisis``) to the weight of its rows in the loss (1 for the rest; the largest
+    matching pattern wins): a row of weight 2 pulls as hard as the same row seen twice, at the
+    cost of seeing it once."""
     out = []
     for r in rows:
         ids = encoder.encode(r["text"], r["role"], r.get("context") or [])
         cats = [1.0 if c in r["categories"] else 0.0 for c in CATEGORIES]
-        w = max((float(v) for p, v in (weights or {}).items() if fnmatch.fnmatch(r["source"], p)), default=1.0)
+        w = max((float(v) for p, v in (weights or {}).items() if matches(r, p)), default=1.0)
         out.append((ids, LEVELS.index(r["level"]), cats, w))
     return out
 
@@ -136,19 +142,12 @@ def extra_own_rows(folders, seed, known):
     return rows
 
 
-def real_rows(tc: dict, seed: int, split: str = "train", scale: float = 1.0) -> list[dict]:
-    """``split`` rows of the second-round sources (training/real_sources.py), capped
-    (``scale`` times the caps: the validation rows use a fraction of them).
-
-    ``train.real`` maps a source or group pattern (fnmatch; a group pattern such as
-    ``esconv:crisis`` wins over its source) to the most rows taken from it; sources it does
-    not name are not used. ``train.exclude_sources`` leaves sources out (leave-one-source-out
-    runs); ``train.commercial_only`` keeps only the sources whose licence allows it."""
-    caps = tc.get("real") or {}
-    if not caps:
-        return []
+def real_pools(tc: dict, seed: int, split: str = "train") -> dict[str, list[dict]]:
+    """{cap key of ``train.real``: the ``split`` rows it draws from}, ``drop`` rows and
+    ``train.exclude_sources`` left out."""
     from training import real_sources
 
+    caps = tc.get("real") or {}
     exclude = set(tc.get("exclude_sources") or [])
     unknown = exclude - set(real_sources.SOURCES)
     if unknown:
@@ -162,12 +161,49 @@ def real_rows(tc: dict, seed: int, split: str = "train", scale: float = 1.0) -> 
             next((p for p in caps if fnmatch.fnmatch(r["source"], p)), None)
         if key is not None:
             pools.setdefault(key, []).append(r)
+    return pools
+
+
+def real_rows(tc: dict, seed: int, split: str = "train", scale: float = 1.0) -> list[dict]:
+    """``split`` rows of the second-round sources (training/real_sources.py), capped
+    (``scale`` times the caps: the validation rows use a fraction of them).
+
+    ``train.real`` maps a source or group pattern (fnmatch; a group pattern such as
+    ``esconv:crisis`` wins over its source) to the most rows taken from it; sources it does
+    not name are not used. ``train.exclude_sources`` leaves sources out (leave-one-source-out
+    runs); ``train.commercial_only`` keeps only the sources whose licence allows it;
+    ``train.real_hard`` adds the hardest benign rows (see hard_rows)."""
+    caps = tc.get("real") or {}
+    if not caps:
+        return []
+    pools = real_pools(tc, seed, split)
     rng = random.Random(seed + 7)
     out = []
     for key, items in sorted(pools.items()):
         items.sort(key=lambda r: (r["id"], r["text"]))
         rng.shuffle(items)
         out.extend(items[: max(1, round(caps[key] * scale))])
+    if split == "train" and tc.get("real_hard"):
+        out += hard_rows(tc["real_hard"], pools, out)
+    return out
+
+
+def hard_rows(wanted: dict, pools: dict[str, list[dict]], chosen: list[dict], path: Path | None = None) -> list[dict]:
+    """``train.real_hard``: {cap key: n} more train rows per key, the ones a previous judge
+    found hardest (benign turns it flagged most; training/mine_hard.py wrote the list of
+    their ids, no text, in training/data/mined/). Rows already sampled are not taken twice."""
+    from training import mine_hard
+
+    listed = mine_hard.read_list(path)
+    taken = {mine_hard.row_key(r) for r in chosen}
+    out = []
+    for key, n in sorted(wanted.items()):
+        if key not in listed:
+            sys.exit(f"error: train.real_hard names {key!r}, which {path or mine_hard.LIST} has no list for "
+                     f"(it has {', '.join(sorted(listed)) or 'none'}; re-run training/mine_hard.py)")
+        by_key = {mine_hard.row_key(r): r for r in pools.get(key, [])}
+        picked = [by_key[k] for k in listed[key] if k in by_key and k not in taken][:n]
+        out.extend(picked)
     return out
 
 
@@ -315,7 +351,7 @@ def main(argv=None):
     # --- model ---------------------------------------------------------------------------
     jc = JudgeConfig(num_layers=mc["num_layers"], lora_r=mc["lora_r"], lora_alpha=mc["lora_alpha"],
                      lora_dropout=mc["lora_dropout"], lora_targets=list(mc["lora_targets"]),
-                     lora_layers=mc.get("lora_layers"),
+                     lora_layers=mc.get("lora_layers"), borderline_at=mc.get("borderline_at"),
                      inputs=InputConfig(mc["max_length"], mc["turn_budget"], mc["context_turns"]))
     judge, encoder = new_judge(jc, args.base, args.cache_dir)
     stage1 = None
@@ -334,8 +370,8 @@ def main(argv=None):
     val_rows += real_rows(tc, cfg["data"]["seed"], split="val", scale=0.2)
     weights = tc.get("weight") or {}   # e.g. {"own:crisis*": 2}
     for pattern, w in weights.items():
-        if not any(fnmatch.fnmatch(r["source"], pattern) for r in train_rows):
-            sys.exit(f"error: train.weight names {pattern!r}, which matches no training rows")
+        if not any(matches(r, pattern) for r in train_rows):
+            sys.exit(f"error: train.weight names {pattern!r}, which matches no training rows' source or group")
         if not isinstance(w, (int, float)) or w <= 0:
             sys.exit(f"error: train.weight[{pattern!r}] is {w!r}; it must be a number > 0")
     train = encode_all(encoder, train_rows, weights)

@@ -370,7 +370,8 @@ def main(argv=None):
     val_rows += real_rows(tc, cfg["data"]["seed"], split="val", scale=0.2)
     weights = tc.get("weight") or {}   # e.g. {"own:crisis*": 2}
     for pattern, w in weights.items():
-        if not any(matches(r, pattern) for r in train_rows):
+        left_out = any(fnmatch.fnmatch(x, pattern) for x in tc.get("exclude_sources") or [])
+        if not left_out and not any(matches(r, pattern) for r in train_rows):   # a left-out source's weight waits
             sys.exit(f"error: train.weight names {pattern!r}, which matches no training rows' source or group")
         if not isinstance(w, (int, float)) or w <= 0:
             sys.exit(f"error: train.weight[{pattern!r}] is {w!r}; it must be a number > 0")

@@ -14,8 +14,10 @@ the ids of the ones with the highest p(borderline) + p(unsafe), hardest first, t
 already out of the benign sources (training/real_sources.py: RISK_WORDS), so a mined row is
 ordinary talk the judge over-reads, not a disclosure with a wrong label.
 
-The list is committed, so ``make train`` reproduces the adapter without re-mining; mining
-is a step taken between adapters, recorded in the list's header.
+Rows are scored by the judge as it is deployed (``Classifier.load``'s default, int8 gate/up
+projections). The list is committed, so a recipe that uses it reproduces without mining
+again; mining is a step taken between adapters, recorded in the list's header (the shipped
+recipe, training/generalise.yaml, does not use it yet: docs/training.md).
 """
 from __future__ import annotations
 
@@ -63,8 +65,8 @@ def main(argv=None) -> None:
     cfg = load_settings(Path(args.config))
     tc = {**cfg["train"], "real_hard": {}}
     seed = cfg["data"]["seed"]
-    sampled = {row_key(r) for r in real_rows(tc, seed)}
     pools = real_pools(tc, seed)
+    sampled = {row_key(r) for r in real_rows(tc, seed, pools=pools)}
     rng = random.Random(seed + 11)
     todo = {}
     for key in BENIGN_KEYS:
@@ -82,7 +84,7 @@ def main(argv=None) -> None:
         scored = sorted(zip(flagged[i:i + len(todo[key])], todo[key]), key=lambda x: -x[0])
         i += len(todo[key])
         lists[key] = [row_key(r) for s, r in scored if s >= args.min_score][: args.keep]
-        print(f"{key}: {len(todo[key])} scored, {sum(s >= 0.5 for s, _ in scored)} flagged, "
+        print(f"{key}: {len(todo[key])} scored, {sum(s >= 0.5 for s, _ in scored)} at 0.5 or more, "
               f"{len(lists[key])} listed", file=sys.stderr)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -164,7 +164,8 @@ def real_pools(tc: dict, seed: int, split: str = "train") -> dict[str, list[dict
     return pools
 
 
-def real_rows(tc: dict, seed: int, split: str = "train", scale: float = 1.0) -> list[dict]:
+def real_rows(tc: dict, seed: int, split: str = "train", scale: float = 1.0,
+              pools: dict[str, list[dict]] | None = None) -> list[dict]:
     """``split`` rows of the second-round sources (training/real_sources.py), capped
     (``scale`` times the caps: the validation rows use a fraction of them).
 
@@ -172,11 +173,12 @@ def real_rows(tc: dict, seed: int, split: str = "train", scale: float = 1.0) -> 
     ``esconv:crisis`` wins over its source) to the most rows taken from it; sources it does
     not name are not used. ``train.exclude_sources`` leaves sources out (leave-one-source-out
     runs); ``train.commercial_only`` keeps only the sources whose licence allows it;
-    ``train.real_hard`` adds the hardest benign rows (see hard_rows)."""
+    ``train.real_hard`` adds the hardest benign rows (see hard_rows). ``pools``: the real_pools()
+    result for this ``split``, when the caller has it already (it is shuffled in place)."""
     caps = tc.get("real") or {}
     if not caps:
         return []
-    pools = real_pools(tc, seed, split)
+    pools = real_pools(tc, seed, split) if pools is None else pools
     rng = random.Random(seed + 7)
     out = []
     for key, items in sorted(pools.items()):

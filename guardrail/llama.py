@@ -14,6 +14,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -67,8 +70,13 @@ class Linear(nn.Linear):
 
 
 class Embedding(nn.Embedding):
+    """The weight may be a half-precision map of the checkpoint; rows come out fp32."""
+
     def reset_parameters(self) -> None:
         pass
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(input_ids).float()
 
 
 class RMSNorm(nn.Module):
@@ -274,39 +282,93 @@ class KVCache:
         self.computed = 0                                       # tokens computed so far (reused ones not counted)
 
 
-def load(base_dir: Path, num_layers: int, lora_dir: Path | None = None) -> Llama:
+def load(base_dir: Path, num_layers: int, lora_dir: Path | None = None,
+         on_layer: Callable[[nn.Module], object] | None = None) -> Llama:
     """The first ``num_layers`` layers of the checkpoint in ``base_dir``, with the LoRA
-    adapter in ``lora_dir`` (peft's files) folded into the weights."""
-    from safetensors import safe_open
+    adapter in ``lora_dir`` (peft's files) folded into the weights.
 
+    Memory, not just speed: the weights are read layer by layer into the process's own
+    memory and ``on_layer(block)`` runs on each block as soon as it is loaded (the int8 judge
+    quantizes its MLP there), so the fp32 copies it replaces are freed before the next layer
+    is read. The token embedding stays a read-only map of the checkpoint file: only the rows of
+    tokens actually seen are ever in memory. Mapping the whole file instead kept every page
+    read for loading resident, and the LoRA merge turned them into private copies."""
     cfg = json.loads((base_dir / "config.json").read_text())
     why = supported(cfg)
     if why:
         raise NotImplementedError(why)
     model = Llama(LlamaShape.from_config(cfg, num_layers), device="meta")
     wanted = set(model.state_dict())
-    state: dict[str, torch.Tensor] = {}
     files = sorted(base_dir.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no *.safetensors in {base_dir}")
-    for file in files:
-        with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():
-                name = key.removeprefix("model.")
-                if name in wanted:
-                    state[name] = f.get_tensor(key).float()
-    missing = wanted - set(state)
+    deltas = lora_deltas(lora_dir) if lora_dir is not None else {}
+    unknown = set(deltas) - wanted
+    if unknown:
+        raise KeyError(f"LoRA weight for {sorted(unknown)[0]} has no base weight")
+    where = {key.removeprefix("model."): (file, info) for file in files
+             for key, info in _header(file).items() if key.removeprefix("model.") in wanted}
+    missing = wanted - set(where)
     if missing:
         raise KeyError(f"{base_dir} lacks {len(missing)} weights, e.g. {sorted(missing)[0]}")
-    if lora_dir is not None:
-        merge_lora(state, lora_dir)
-    model.load_state_dict(state, assign=True)
+
+    def weight(name: str) -> torch.Tensor:
+        t = _read(*where[name]).to(torch.float32)
+        if name in deltas:
+            b, a, scale = deltas[name]
+            t.add_(b @ a, alpha=scale)
+        return t
+
+    emb = "embed_tokens.weight"
+    model.embed_tokens.weight = nn.Parameter(weight(emb) if emb in deltas else _read(*where[emb], mapped=True),
+                                             requires_grad=False)
+    model.norm.load_state_dict({"weight": weight("norm.weight")}, assign=True)
+    for i, block in enumerate(model.layers):
+        prefix = f"layers.{i}."
+        block.load_state_dict({n[len(prefix):]: weight(n) for n in sorted(wanted) if n.startswith(prefix)},
+                              assign=True)
+        if on_layer is not None:
+            on_layer(block)
     model.eval()
     return model
 
 
-def merge_lora(state: dict[str, torch.Tensor], lora_dir: Path) -> None:
-    """W += (alpha / r) * B @ A for every LoRA pair in a peft adapter folder (plain LoRA only)."""
+# safetensors: an 8-byte little-endian header size, a JSON header {name: {dtype, shape,
+# data_offsets}}, then the data. Read here directly so that a weight can be read into the
+# process (not mapped: a map keeps every page it has read) or mapped alone.
+_SAFETENSORS_DTYPES = {"F32": (np.float32, torch.float32), "F16": (np.float16, torch.float16),
+                       "BF16": (np.int16, torch.bfloat16)}
+
+
+def _header(file: Path) -> dict[str, dict]:
+    with open(file, "rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(size))
+    header.pop("__metadata__", None)
+    for info in header.values():
+        info["offset"] = 8 + size + info["data_offsets"][0]
+    return header
+
+
+def _read(file: Path, info: dict, mapped: bool = False) -> torch.Tensor:
+    """One tensor: read into memory, or (``mapped``) a copy-on-write map of just its bytes."""
+    if info["dtype"] not in _SAFETENSORS_DTYPES:
+        raise ValueError(f"{file}: a weight is {info['dtype']}, not a float type")
+    np_dtype, dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+    shape = tuple(info["shape"])
+    count = int(np.prod(shape))
+    if mapped and count:
+        arr = np.memmap(file, dtype=np_dtype, mode="c", offset=info["offset"], shape=shape)
+    else:
+        arr = np.fromfile(file, dtype=np_dtype, count=count, offset=info["offset"]).reshape(shape)
+        if arr.size != count:
+            raise ValueError(f"{file} is truncated")
+    return torch.from_numpy(arr).view(dtype)
+
+
+def lora_deltas(lora_dir: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    """{base weight name: (B, A, alpha / r)} of a peft LoRA adapter folder (plain LoRA only):
+    the loader adds scale * B @ A to each weight as it reads it."""
     from safetensors.torch import load_file
 
     cfg = json.loads((lora_dir / "adapter_config.json").read_text())
@@ -315,13 +377,12 @@ def merge_lora(state: dict[str, torch.Tensor], lora_dir: Path) -> None:
         raise NotImplementedError("only plain LoRA adapters can be folded in without peft")
     scale = cfg["lora_alpha"] / cfg["r"]
     weights = load_file(str(lora_dir / "adapter_model.safetensors"))
+    out = {}
     for key, a in weights.items():
         if ".lora_A." not in key:
             continue
         b = weights[key.replace(".lora_A.", ".lora_B.")]
-        name = key.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
-        if name not in state:
-            raise KeyError(f"LoRA weight {key} has no base weight {name}")
-        state[name].add_(b.float() @ a.float(), alpha=scale)  # in place: no second copy of the weights
-    if not any(".lora_A." in k for k in weights):
+        out[key.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")] = (b.float(), a.float(), scale)
+    if not out:
         raise ValueError(f"{lora_dir / 'adapter_model.safetensors'} holds no LoRA weights")
+    return out

@@ -24,6 +24,7 @@ from torch import nn
 
 from . import base_model, llama
 from .inputs import Encoder, InputConfig, TextTokenizer
+from .int8 import CALIBRATION_TURNS, quantize_w8a8, smooth
 from .taxonomy import CATEGORIES, LEVELS
 
 FORMAT_VERSION = 1
@@ -292,9 +293,19 @@ def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
     lean_why = "merge=False" if not merge else llama.supported(json.loads((base_dir / "config.json").read_text()))
     if engine == "lean" and lean_why:
         raise AdapterError(f"the lean engine cannot run this judge: {lean_why}")
+    if int8 and int8 not in INT8_SCHEMES and int8 is not True:
+        raise ValueError(f"int8 must be False, True or one of {', '.join(INT8_SCHEMES)}, got {int8!r}")
+    if int8 and not merge:
+        raise ValueError("int8 needs merge=True (a quantized judge cannot be trained)")
+    lean = lean_why is None and engine != "transformers"
+    scheme = ((INT8_DEFAULT if lean else "per_channel") if int8 is True else int8) if int8 else None
+    if scheme in ("w8a8", "w8a8_smooth") and not lean:
+        raise ValueError(f"int8={scheme!r} runs on the lean engine only")
     try:
-        if lean_why is None and engine != "transformers":
-            backbone = llama.load(base_dir, config.num_layers, folder)
+        if lean:
+            # the default int8 judge quantizes each layer's MLP as it is read (peak memory)
+            on_layer = (lambda block: quantize_w8a8(block, INT8_MODULES)) if scheme == "w8a8" else None
+            backbone = llama.load(base_dir, config.num_layers, folder, on_layer=on_layer)
             hidden = backbone.shape.hidden_size
         else:
             backbone = _peft_backbone(base_dir, config.num_layers, folder, merge)
@@ -311,25 +322,11 @@ def load_judge(folder: str | os.PathLike, base: str | os.PathLike | None = None,
     judge.eval()
     tok_dir = folder if (folder / "tokenizer.json").is_file() else base_dir
     encoder = Encoder(load_tokenizer(tok_dir), config.inputs)
-    if int8:
-        if int8 not in INT8_SCHEMES and int8 is not True:
-            raise ValueError(f"int8 must be False, True or one of {', '.join(INT8_SCHEMES)}, got {int8!r}")
-        if not merge:
-            raise ValueError("int8 needs merge=True (a quantized judge cannot be trained)")
-        lean = isinstance(judge.backbone, llama.Llama)
-        scheme = (INT8_DEFAULT if lean else "per_channel") if int8 is True else int8
-        if scheme in ("w8a8", "w8a8_smooth"):
-            if not lean:
-                raise ValueError(f"int8={scheme!r} runs on the lean engine only")
-            from .int8 import CALIBRATION_TURNS, quantize_w8a8, smooth
-
-            if scheme == "w8a8_smooth":   # every projection, after SmoothQuant scale folding
-                smooth(judge.backbone, [encoder.encode(t, r) for t, r in CALIBRATION_TURNS])
-                quantize_w8a8(judge.backbone, ALL_PROJECTIONS)
-            else:
-                quantize_w8a8(judge.backbone, INT8_MODULES)
-        else:
-            quantize_int8(judge, per_channel=scheme == "per_channel")
+    if scheme == "w8a8_smooth":   # every projection, after SmoothQuant scale folding
+        smooth(judge.backbone, [encoder.encode(t, r) for t, r in CALIBRATION_TURNS])
+        quantize_w8a8(judge.backbone, ALL_PROJECTIONS)
+    elif scheme in ("per_channel", "per_tensor"):
+        quantize_int8(judge, per_channel=scheme == "per_channel")
     judge.prefix_len = len(encoder.prefix_ids)
     if prefix_cache and isinstance(judge.backbone, llama.Llama):
         judge.backbone.cache_prefix(encoder.prefix_ids)

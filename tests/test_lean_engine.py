@@ -131,3 +131,43 @@ def test_smoothquant_folding_changes_nothing_in_fp32_and_tames_int8(both_engines
             quantize_w8a8(judge.backbone, ALL_PROJECTIONS)
             outs[smoothed] = (judge(*ids)[0] - want).abs().mean().item()
     assert outs[True] < outs[False], outs
+
+
+def test_safetensors_reader_reads_and_maps_every_float_type(tmp_path):
+    """llama.py reads the checkpoint itself (to keep loading memory low); it must give what
+    safetensors gives, read or mapped, for fp32, fp16 and bf16 checkpoints."""
+    from safetensors.torch import load_file, save_file
+
+    from guardrail.llama import _header, _read
+
+    torch.manual_seed(0)
+    tensors = {"a": torch.randn(3, 5), "b": torch.randn(7).half(), "c": torch.randn(4, 2).bfloat16(),
+               "empty": torch.zeros(0, 3)}
+    save_file(tensors, str(tmp_path / "m.safetensors"), metadata={"format": "pt"})
+    header = _header(tmp_path / "m.safetensors")
+    assert set(header) == set(tensors)
+    ref = load_file(str(tmp_path / "m.safetensors"))
+    for name in tensors:
+        for mapped in (False, True):
+            got = _read(tmp_path / "m.safetensors", header[name], mapped=mapped)
+            assert got.dtype == ref[name].dtype and torch.equal(got, ref[name]), (name, mapped)
+
+
+def test_quantizing_while_loading_equals_quantizing_after():
+    """The default int8 judge quantizes each layer as it is read (llama.load's on_layer), so
+    the fp32 copies are freed early; that must compute what quantizing the loaded model does."""
+    from guardrail import llama
+    from guardrail.base_model import resolve_base
+    from guardrail.classifier import DEFAULT_ADAPTER
+    from guardrail.int8 import quantize_w8a8
+    from guardrail.modeling import INT8_MODULES, read_config
+
+    n = read_config(DEFAULT_ADAPTER).num_layers
+    early = llama.load(resolve_base(), n, DEFAULT_ADAPTER, on_layer=lambda b: quantize_w8a8(b, INT8_MODULES))
+    late = llama.load(resolve_base(), n, DEFAULT_ADAPTER)
+    assert quantize_w8a8(late, INT8_MODULES) == 2 * n
+    ids = torch.tensor([[1, 17, 400, 9000, 23, 5]])
+    with torch.inference_mode():
+        a = early(ids, torch.ones_like(ids))
+        b = late(ids, torch.ones_like(ids))
+    assert torch.equal(a, b)
